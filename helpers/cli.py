@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -45,13 +43,18 @@ def _cmd_start(args: argparse.Namespace) -> int:
         print("The embedded broker keeps running after JupyterLab exits; "
               "`python -m helpers broker stop` stops it.")
     cmd = [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.root_dir={ROOT}", FIRST_LESSON, *args.jupyter_args]
+           f"--ServerApp.root_dir={ROOT}", *args.jupyter_args, FIRST_LESSON]
     if args.no_browser:
         cmd.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers} if kafka.kind == "docker" else None
-    return subprocess.call(cmd, cwd=ROOT, env=env)
+    env = dict(os.environ)
+    if kafka.kind == "docker":  # kernels then skip the probe order and use the container directly
+        env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+    os.chdir(ROOT)
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, env)  # JupyterLab replaces this process: Ctrl-C stops it, no orphan
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -88,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_broker)
     s = sub.add_parser("start", help="ensure Kafka, then open JupyterLab on the first lesson")
     s.add_argument("--no-browser", action="store_true")
-    s.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to JupyterLab")
     s.set_defaults(func=_cmd_start)
     r = sub.add_parser("run", help="execute every lesson and lab solution headless; print a table")
     r.add_argument("notebooks", nargs="*", help="only these notebooks")
@@ -101,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if args.command == "start":
+        args.jupyter_args = extra  # e.g. --ServerApp.port=8899, passed on to JupyterLab
+    elif extra:
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except broker.BrokerUnavailable as exc:

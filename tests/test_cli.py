@@ -79,3 +79,30 @@ def test_run_executes_the_welcome_lesson_in_under_30_s(kafka):
     row = next(line for line in out.stdout.splitlines() if line.startswith("lessons/00_welcome.ipynb"))
     assert float(row.split()[1]) < 30
     assert (ROOT / "build" / "run" / "lessons" / "00_welcome.ipynb").exists()
+
+
+def test_start_serves_jupyterlab_on_loopback_with_the_first_lesson(kafka, tmp_path):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "helpers", "start", "--no-browser",
+                             f"--ServerApp.port={port}", "--ServerApp.token=course-test"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, body = time.monotonic() + 60, ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                url = f"http://127.0.0.1:{port}/api/contents/lessons/00_welcome.ipynb?content=0&token=course-test"
+                body = urllib.request.urlopen(url, timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert '"name": "00_welcome.ipynb"' in body or '"name":"00_welcome.ipynb"' in body
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "Kafka:" in output and f"127.0.0.1:{port}" in output

@@ -1,0 +1,206 @@
+"""Interactive experiments (ipywidgets) over live service chains.
+
+:class:`ChainExperiment` shows sliders (chain depth, hop latency, a slow last hop,
+failure rate, client timeout) and a toggle that takes the last service down. Every
+change reruns the live experiment (a fresh chain, a small load, then stopped) and
+updates the figure in place: the waterfall of one request plus a summary line.
+
+``rerun(**values)`` is the same callback the sliders use, callable directly, so a
+headless run (papermill, nbval) exercises it. ``.figure``, ``.sliders``,
+``.down_toggle`` and ``.widget`` are public so a browser test can move a slider and
+see the figure change.
+
+Slider values are in milliseconds at TIME_SCALE 1; the experiment multiplies
+them by the notebook's ``time_scale``.
+"""
+from __future__ import annotations
+
+import html
+import math
+
+import ipywidgets as ipw
+import plotly.graph_objects as go
+from IPython.display import clear_output, display
+
+from . import plots, services
+from .params import check_int, check_positive
+
+__all__ = ["ChainExperiment", "figure_widget_available"]
+
+CONTROLS = ("depth", "latency", "slow", "failure_rate", "timeout", "down")
+
+
+def figure_widget_available() -> bool:
+    """plotly's FigureWidget needs the ``anywidget`` package (plotly >= 6)."""
+    try:
+        go.FigureWidget()
+    except ImportError:
+        return False
+    return True
+
+
+class ChainExperiment:
+    """Sliders and a toggle over a live chain; the figure updates in place on every change.
+
+    ``controls`` picks which of ``depth, latency, slow, failure_rate, timeout, down`` to show
+    (the others keep their start values). ``n_requests`` calls are sent per run from
+    ``concurrency`` clients; the waterfall shows a failed request if there was one,
+    else the median one.
+    """
+
+    def __init__(self, time_scale: float = 1.0, *, controls=("depth", "latency", "failure_rate", "down"),
+                 depth: int = 3, latency_ms: float = 50, slow_ms: float = 0, failure_rate: float = 0.0,
+                 timeout_ms: float = 2000, down: bool = False, n_requests: int = 10, concurrency: int = 5,
+                 max_depth: int = 8, run: bool = True):
+        self.time_scale = check_positive("time_scale", time_scale)
+        unknown = set(controls) - set(CONTROLS)
+        if unknown:
+            raise ValueError(f"controls must be among {CONTROLS}, got {sorted(unknown)}")
+        self.controls = tuple(controls)
+        self.n_requests = check_int("n_requests", n_requests)
+        self.concurrency = check_int("concurrency", concurrency)
+        check_int("depth", depth)
+        check_int("max_depth", max_depth, minimum=depth)
+        style = {"description_width": "170px"}
+        layout = ipw.Layout(width="480px")
+        common = dict(continuous_update=False, style=style, layout=layout)
+        self.sliders: dict[str, ipw.widgets.ValueWidget] = {
+            "depth": ipw.IntSlider(value=depth, min=1, max=max_depth, description="services in chain", **common),
+            "latency": ipw.IntSlider(value=int(latency_ms), min=0, max=300, step=10,
+                                     description="latency per hop (ms)", **common),
+            "slow": ipw.IntSlider(value=int(slow_ms), min=0, max=1000, step=50,
+                                  description="extra delay, last hop (ms)", **common),
+            "failure_rate": ipw.FloatSlider(value=failure_rate, min=0.0, max=1.0, step=0.05,
+                                            description="failure rate per hop", readout_format=".2f", **common),
+            "timeout": ipw.IntSlider(value=int(timeout_ms), min=50, max=3000, step=50,
+                                     description="client timeout (ms)", **common),
+        }
+        self.down_toggle = ipw.ToggleButton(value=down, description="Take the last service down",
+                                            icon="power-off", button_style="danger", layout=ipw.Layout(width="260px"))
+        self.summary = ipw.HTML(value="<i>not run yet</i>")
+        self.history: list[dict] = []
+        self.last: services.Measurement | None = None
+        self._busy = False
+        self._fallback_out: ipw.Output | None = None
+        empty = plots.waterfall(services.CallResult(ok=True, status=200, latency=0.0),
+                                title="Move a slider to run the chain")
+        if figure_widget_available():
+            self.figure = go.FigureWidget(empty)
+            chart = self.figure
+        else:  # no anywidget: redraw a plain figure inside an Output widget
+            self.figure = empty
+            self._fallback_out = ipw.Output()
+            chart = self._fallback_out
+        shown = [self.sliders[name] for name in CONTROLS if name in self.controls and name in self.sliders]
+        if "down" in self.controls:
+            shown.append(self.down_toggle)
+        self.widget = ipw.VBox([*shown, self.summary, chart])
+        for widget in [*self.sliders.values(), self.down_toggle]:
+            widget.observe(self._on_change, names="value")
+        if run:
+            self.rerun()
+        elif self._fallback_out is not None:
+            self._draw_fallback()
+
+    # ---- the callback
+    def values(self) -> dict:
+        """The current control values (ms as shown on the sliders)."""
+        out = {name: slider.value for name, slider in self.sliders.items()}
+        out["down"] = self.down_toggle.value
+        return out
+
+    def rerun(self, **values) -> services.Measurement:
+        """Set any of depth, latency, slow, failure_rate, timeout, down (same units as the
+        sliders), run the live chain, update the figure in place, return the Measurement."""
+        unknown = set(values) - set(CONTROLS)
+        if unknown:
+            raise ValueError(f"rerun() takes {CONTROLS}, got {sorted(unknown)}")
+        self._busy = True  # setting the sliders below must not trigger nested runs
+        try:
+            for name, value in values.items():
+                if name == "down":
+                    self.down_toggle.value = bool(value)
+                else:
+                    self.sliders[name].value = value
+        finally:
+            self._busy = False
+        return self._run()
+
+    def _on_change(self, change) -> None:
+        if self._busy:
+            return
+        try:
+            self._run()
+        except Exception as exc:  # noqa: BLE001 - show it next to the sliders, never crash the comm
+            self.summary.value = f"<b style='color:#d62728'>error: {html.escape(str(exc))}</b>"
+
+    def _run(self) -> services.Measurement:
+        v = self.values()
+        ts = self.time_scale
+        latency = v["latency"] / 1000 * ts
+        # Services wait for their downstream longer than the client does, so the client's
+        # timeout (the slider) is the one that fires for a slow chain.
+        service_timeout = max(v["timeout"] / 1000 * ts * 2, 0.05)
+        with services.start_chain(v["depth"], latency=latency, error_rate=v["failure_rate"],
+                                  timeout=service_timeout, timeout_step=0.0) as chain:
+            if v["slow"]:
+                chain[-1].configure(latency=latency + v["slow"] / 1000 * ts)
+            if v["down"]:
+                chain[-1].take_down()
+            m = services.measure(chain, self.n_requests, self.concurrency, timeout=v["timeout"] / 1000 * ts)
+        self.last = m
+        failed = [r for r in m.results if not r.ok]
+        if failed:
+            shown = failed[0]
+        else:
+            ordered = sorted(m.results, key=lambda r: r.latency)
+            shown = ordered[len(ordered) // 2]
+        self._update_figure(plots.waterfall(shown))
+        record = {**v, "success_rate": m.success_rate, "p50": m.p50, "p95": m.p95, "throughput": m.throughput,
+                  "shown": shown}
+        self.history.append(record)
+        self.summary.value = self._summary_html(m, shown)
+        return m
+
+    # ---- drawing
+    def _update_figure(self, new: go.Figure) -> None:
+        if self._fallback_out is not None:
+            self.figure = new
+            self._draw_fallback()
+            return
+        fig = self.figure
+        # One update per trace, not one batch for all: a batched restyle marks a property
+        # that changed in one trace but not in another as "undefined" for the latter, and
+        # the browser side of plotly's FigureWidget then drops it (the client bar lost its y).
+        for trace, fresh in zip(fig.data, new.data):
+            trace.update(x=fresh.x, y=fresh.y, base=fresh.base)
+        # Annotations: clear, then set, so the browser gets one whole list and not a mix of
+        # per-item edits and a new list (which draws some labels twice).
+        fig.layout.annotations = ()
+        fig.layout.annotations = new.layout.annotations
+        fig.update_layout(title=new.layout.title, height=new.layout.height,
+                          yaxis_categoryarray=new.layout.yaxis.categoryarray)
+
+    def _draw_fallback(self) -> None:
+        from IPython import get_ipython
+
+        if get_ipython() is None:  # plain Python (tests, scripts): nothing to draw into
+            return
+        with self._fallback_out:
+            clear_output(wait=True)
+            display(self.figure)
+
+    def _summary_html(self, m: services.Measurement, shown: services.CallResult) -> str:
+        ts_note = "" if self.time_scale == 1 else f" (TIME_SCALE {self.time_scale:g}: real times are scaled)"
+        p50 = "n/a" if math.isnan(m.p50) else f"{m.p50 * 1000:.0f} ms"
+        text = (f"<b>{m.ok_count}/{m.n} ok</b> &middot; p50 {p50} &middot; p95 {m.p95 * 1000:.0f} ms "
+                f"&middot; {m.throughput:.1f} ok/s{ts_note}")
+        if not shown.ok:
+            text += f"<br><span style='color:#d62728'>{html.escape(shown.error)}</span>"
+        return text
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
+
+    def __repr__(self) -> str:
+        return f"<ChainExperiment {self.values()}>"

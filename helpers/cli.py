@@ -80,6 +80,18 @@ def _cmd_strip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_labs(args: argparse.Namespace) -> int:
+    from . import labs
+
+    return labs.main([args.action])
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.main(args.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("strip", help="strip outputs from notebooks (all by default)")
     st.add_argument("notebooks", nargs="*")
     st.set_defaults(func=_cmd_strip)
+    lb = sub.add_parser("labs", help="labs: build learner notebooks and solutions from labs/sources | check they are in sync")
+    lb.add_argument("action", choices=["build", "check"])
+    lb.set_defaults(func=_cmd_labs)
+    be = sub.add_parser("bench", add_help=False, help="benchmark table (notebook seconds, broker readiness, throughput ratios, memory)")
+    be.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -106,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if args.command == "start":
         args.jupyter_args = extra  # e.g. --ServerApp.port=8899, passed on to JupyterLab
+    elif args.command == "bench":
+        args.bench_args = extra  # --quick, --json PATH: parsed by helpers.bench
     elif extra:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:

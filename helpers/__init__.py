@@ -20,7 +20,7 @@ __all__ = [
 
 _SUBMODULES = {"broker", "checks", "cli", "clients", "consumers", "events", "lag", "labs",
                "params", "plots", "progress", "services", "simulation", "widgets", "workflow",
-               "bench", "doctor", "runner"}
+               "bench", "doctor", "runner", "eventplots", "lagplots", "notebooks"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,432 @@
+"""``python -m helpers bench``: the course's benchmark table (a benchmark, not a timed test).
+
+It measures, on this machine:
+
+- execution seconds of every lesson and lab solution at CI parameters (TIME_SCALE 0.1,
+  papermill via :mod:`helpers.runner`), and the total;
+- the embedded broker's time to ready (fresh brokers in temporary state directories);
+- a consumer group's time to its first message with the teaching settings;
+- producer throughput: fire-and-forget sends (one flush at the end) against waiting for
+  every acknowledgement, and their ratio;
+- lesson 5's comparison (:func:`helpers.workflow.compare_coupling`): orders through a
+  synchronous chain of HTTP services (callers wait for each answer) against publishing one
+  event per order (the producer waits only for the broker), and their ratio;
+- peak memory (RSS) of a notebook kernel (with anything it started) plus the broker while
+  the notebooks run, and which notebook was the heaviest (Binder gives 1-2 GB).
+
+Everything runs against a private broker in a temporary ``COURSE_STATE_DIR`` (so a
+learner's broker is never touched) that is stopped at the end; with
+``KAFKA_BOOTSTRAP_SERVERS`` set, that cluster is used instead. The JSON goes to
+``build/bench.json`` (``--json PATH`` to change it); ``--quick`` skips the notebooks.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import broker, runner
+from .params import ENV_TIME_SCALE, check_int, check_positive
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_JSON = ROOT / "build" / "bench.json"
+RUN_DIR = ROOT / "build" / "bench" / "run"
+MB = 1024 * 1024
+
+#: Sizes, chosen so the whole benchmark (without notebooks) takes well under a minute.
+BROKER_STARTS = 3
+GROUP_JOINS = 3
+FIRE_AND_FORGET_MESSAGES = 5000
+ACKED_MESSAGES = 300
+ORDERS = 20
+PAYMENT_S, SHIPPING_S = 0.5, 0.3  # work per order at TIME_SCALE 1 (as tests/test_workflow.py); times --time-scale
+SYNC_WORKERS = 4
+CHAIN_DEPTH = 3  # the fallback without helpers.workflow: a plain HTTP chain
+HOP_LATENCY_S = 0.05
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str | None) -> Iterator[None]:
+    old = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from."""
+    import psutil
+
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1024 ** 3, 1),
+            "load_average_1m": round(load[0], 2), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+# --------------------------------------------------------------------------- broker
+
+def broker_ready(samples: int = BROKER_STARTS) -> dict[str, Any]:
+    """Start a fresh embedded broker ``samples`` times, each in a new temporary state
+    directory, timing ``start_embedded()`` until it answers ApiVersions; stop each one."""
+    check_int("samples", samples)
+    seconds = []
+    for _ in range(samples):
+        state_dir = tempfile.mkdtemp(prefix="course-bench-ready-")
+        with _env(broker.ENV_STATE_DIR, state_dir):
+            try:
+                started = time.perf_counter()
+                state = broker.start_embedded()
+                seconds.append(time.perf_counter() - started)
+                if state.get("reused"):
+                    raise RuntimeError("a fresh state directory reused a broker")
+            finally:
+                broker.stop_embedded()
+                shutil.rmtree(state_dir, ignore_errors=True)
+    return {"seconds": statistics.median(seconds), "samples": [round(s, 3) for s in seconds]}
+
+
+def group_first_message(kafka, samples: int = GROUP_JOINS) -> dict[str, Any]:
+    """Time from creating a consumer in a new group (teaching settings) to its first record."""
+    from .clients import _closing, delete_topic, unique_name
+
+    check_int("samples", samples)
+    topic = kafka.create_topic(prefix="bench-group")
+    seconds = []
+    try:
+        with _closing(kafka.producer()) as p:
+            p.send(topic, key=b"k", value=b"first").get(timeout=10)
+        for _ in range(samples):
+            started = time.perf_counter()
+            with _closing(kafka.consumer(topic, group_id=unique_name("bench-group"))) as c:
+                got = False
+                while not got and time.perf_counter() - started < 60:
+                    got = any(c.poll(timeout_ms=100).values())
+            if not got:
+                raise TimeoutError("a new consumer group saw no message within 60 s")
+            seconds.append(time.perf_counter() - started)
+    finally:
+        delete_topic(kafka, topic)
+    return {"seconds": statistics.median(seconds), "samples": [round(s, 3) for s in seconds]}
+
+
+def producer_throughput(kafka, fire_and_forget: int = FIRE_AND_FORGET_MESSAGES,
+                        acked: int = ACKED_MESSAGES) -> dict[str, Any]:
+    """Messages/s sending without waiting (one flush at the end, so every message is
+    acknowledged before the clock stops) against ``send().get()`` for every message, with
+    the teaching producer (linger_ms=5: each waited-for send also waits out the linger),
+    and for reference the waited-for sends with linger_ms=0."""
+    from . import events
+    from .clients import _closing, delete_topic
+
+    check_int("fire_and_forget", fire_and_forget)
+    check_int("acked", acked)
+    topic = kafka.create_topic(prefix="bench-throughput")
+    value = events.encode_value(events.order_placed("order-1", amount=19.9))
+    try:
+        with _closing(kafka.producer()) as p:
+            p.send(topic, value=value).get(timeout=10)  # metadata and connection before the clock
+            started = time.perf_counter()
+            for i in range(fire_and_forget):
+                p.send(topic, key=str(i).encode(), value=value)
+            p.flush(timeout=60)
+            ff_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            for i in range(acked):
+                p.send(topic, key=str(i).encode(), value=value).get(timeout=10)
+            acked_seconds = time.perf_counter() - started
+        with _closing(kafka.producer(linger_ms=0)) as p:  # the same without the teaching linger
+            p.send(topic, value=value).get(timeout=10)
+            started = time.perf_counter()
+            for i in range(acked):
+                p.send(topic, key=str(i).encode(), value=value).get(timeout=10)
+            linger0_seconds = time.perf_counter() - started
+    finally:
+        delete_topic(kafka, topic)
+    ff_rate, acked_rate = fire_and_forget / ff_seconds, acked / acked_seconds
+    return {"fire_and_forget_messages": fire_and_forget, "fire_and_forget_per_s": round(ff_rate, 1),
+            "acked_messages": acked, "acked_each_per_s": round(acked_rate, 1),
+            "acked_each_linger0_per_s": round(acked / linger0_seconds, 1),
+            "ratio": round(ff_rate / acked_rate, 2), "message_bytes": len(value),
+            "settings": "helpers.clients.TEACHING_PRODUCER (acks='all', linger_ms=5)"}
+
+
+def sync_vs_events(kafka, time_scale: float = 0.1, orders: int = ORDERS) -> dict[str, Any]:
+    """Lesson 5's comparison: :func:`helpers.workflow.compare_coupling` when that module is
+    there (the lesson's own code), else :func:`sync_vs_events_http`."""
+    check_positive("time_scale", time_scale)
+    check_int("orders", orders)
+    try:
+        from . import workflow
+
+        compare = workflow.compare_coupling
+    except (ImportError, AttributeError):
+        return sync_vs_events_http(kafka, time_scale, orders)
+    pay, ship = PAYMENT_S * time_scale, SHIPPING_S * time_scale
+    with workflow.OrderWorkflow(kafka, payment_delay=pay, shipping_delay=ship) as wf:
+        run = compare(wf, n_orders=orders, workers=SYNC_WORKERS)
+    if run.sync_ok != orders or run.events_ok != orders:
+        raise RuntimeError(f"lesson 5 comparison incomplete: sync {run.sync_ok}/{orders}, events {run.events_ok}/{orders}")
+    return {"method": (f"helpers.workflow.compare_coupling (lesson 5): {orders} orders, payment {pay * 1000:g} ms + "
+                       f"shipping {ship * 1000:g} ms of work each; synchronous: {SYNC_WORKERS} client threads "
+                       "through the HTTP chain orders -> payments -> shipping, each waiting for its answer; "
+                       "events: one producer thread publishing OrderPlaced and waiting only for the broker's acks"),
+            "orders": orders, "sync_per_s": round(run.sync_throughput, 1),
+            "events_per_s": round(run.events_throughput, 1), "ratio": round(run.ratio, 2),
+            "sync_thread_ms_per_order": round(run.sync_thread_s_per_order * 1000, 2),
+            "events_thread_ms_per_order": round(run.events_thread_s_per_order * 1000, 3),
+            "consumers_done_s": None if run.consumers_done_s is None else round(run.consumers_done_s, 3)}
+
+
+def sync_vs_events_http(kafka, time_scale: float = 0.1, orders: int = ORDERS) -> dict[str, Any]:
+    """The fallback comparison, from the producer's side.
+
+    Synchronous: one caller sends ``orders`` requests through a chain of CHAIN_DEPTH HTTP
+    services (helpers.services, HOP_LATENCY_S per hop times ``time_scale``), waiting for each
+    answer. Events: the same caller publishes one ``order_placed`` event per order and waits
+    only for the broker's acknowledgement (a flush at the end), never for processing.
+    """
+    from . import events, services
+    from .clients import _closing, delete_topic
+
+    check_positive("time_scale", time_scale)
+    check_int("orders", orders)
+    with services.start_chain(CHAIN_DEPTH, latency=HOP_LATENCY_S * time_scale) as chain:
+        m = services.measure(chain, orders, 1)
+    if m.ok_count != orders:
+        raise RuntimeError(f"the synchronous chain answered {m.ok_count}/{orders} orders")
+    topic = kafka.create_topic(prefix="bench-orders")
+    try:
+        with _closing(kafka.producer()) as p:
+            p.send(topic, value=b"warm-up").get(timeout=10)
+            started = time.perf_counter()
+            for i in range(orders):
+                events.publish(p, topic, events.order_placed(f"order-{i}", amount=10.0 + i))
+            p.flush(timeout=60)
+            event_seconds = time.perf_counter() - started
+    finally:
+        delete_topic(kafka, topic)
+    sync_rate, event_rate = orders / m.elapsed, orders / event_seconds
+    return {"method": (f"helpers.services chain of {CHAIN_DEPTH} HTTP services "
+                       f"({HOP_LATENCY_S * time_scale * 1000:g} ms per hop), one caller waiting for each answer, "
+                       "vs helpers.events.publish of one order_placed event per order (acks=all, one flush)"),
+            "orders": orders, "sync_per_s": round(sync_rate, 1), "events_per_s": round(event_rate, 1),
+            "ratio": round(event_rate / sync_rate, 2)}
+
+
+# --------------------------------------------------------------------------- memory
+
+class RssSampler:
+    """Sample the RSS of this process's notebook kernels (each with everything it started)
+    plus the broker every ``interval`` seconds, in a daemon thread; keep the peaks."""
+
+    def __init__(self, broker_pid: int | None, interval: float = 0.1):
+        import psutil
+
+        self._psutil = psutil
+        self.broker_pid = broker_pid
+        self.interval = check_positive("interval", interval)
+        self.peak_total = self.peak_kernel = self.peak_broker = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bench-rss", daemon=True)
+
+    def _rss(self, proc) -> int:
+        try:
+            return proc.memory_info().rss
+        except self._psutil.Error:
+            return 0
+
+    def sample(self) -> tuple[int, int]:
+        psutil = self._psutil
+        kernel = 0
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "ipykernel" in " ".join(child.cmdline()):
+                        tree = [child] + [p for p in child.children(recursive=True) if p.pid != self.broker_pid]
+                        kernel += sum(self._rss(p) for p in tree)
+        brk = 0
+        if self.broker_pid:
+            with contextlib.suppress(psutil.Error):
+                brk = self._rss(psutil.Process(self.broker_pid))
+        return kernel, brk
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            kernel, brk = self.sample()
+            self.peak_kernel = max(self.peak_kernel, kernel)
+            self.peak_broker = max(self.peak_broker, brk)
+            if kernel:
+                self.peak_total = max(self.peak_total, kernel + brk)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def run_notebooks(paths: list[Path], broker_pid: int | None, time_scale: float) -> tuple[list[dict], dict]:
+    """Execute each notebook (papermill, like ``python -m helpers run``) while sampling memory."""
+    rows, memory = [], {"notebook": None, "peak_total_mb": 0.0, "peak_kernel_mb": 0.0, "peak_broker_mb": 0.0}
+    with _env(ENV_TIME_SCALE, str(time_scale)):
+        for path in paths:
+            print(f"running {path.relative_to(ROOT)} ...", flush=True)
+            with RssSampler(broker_pid) as rss:
+                result = runner.run_notebook(path, out_dir=RUN_DIR, time_scale=time_scale)
+            rows.append({"notebook": result.notebook, "seconds": round(result.seconds, 2), "ok": result.ok,
+                         "error": result.error, "peak_rss_mb": round(rss.peak_total / MB, 1)})
+            if rss.peak_total / MB > memory["peak_total_mb"]:
+                memory = {"notebook": result.notebook, "peak_total_mb": round(rss.peak_total / MB, 1),
+                          "peak_kernel_mb": round(rss.peak_kernel / MB, 1),
+                          "peak_broker_mb": round(rss.peak_broker / MB, 1)}
+    return rows, memory
+
+
+# --------------------------------------------------------------------------- report
+
+def measure(*, quick: bool = False, time_scale: float = 0.1, notebooks: list[Path] | None = None) -> dict[str, Any]:
+    """Every measurement, as the JSON ``python -m helpers bench`` writes."""
+    import psutil
+
+    check_positive("time_scale", time_scale)
+    results: dict[str, Any] = {"machine": machine(), "time_scale": time_scale, "quick": quick}
+    print("timing fresh embedded brokers ...", flush=True)
+    results["broker_ready_seconds"] = broker_ready()
+    state_dir = tempfile.mkdtemp(prefix="course-bench-state-")
+    try:
+        with _env(broker.ENV_STATE_DIR, state_dir):
+            kafka = broker.connect(quiet=True)
+            results["kafka"] = kafka.describe()
+            print("timing a consumer group's first message ...", flush=True)
+            results["group_first_message_seconds"] = group_first_message(kafka)
+            print("timing producer throughput ...", flush=True)
+            results["producer_throughput"] = producer_throughput(kafka)
+            print("timing the synchronous chain against events ...", flush=True)
+            results["sync_vs_events"] = sync_vs_events(kafka, time_scale)
+            if quick:
+                results["notebooks"], results["notebooks_total_seconds"] = [], None
+                rss = psutil.Process(kafka.pid).memory_info().rss if kafka.pid else 0
+                results["memory"] = {"notebook": None, "skipped": "--quick: no notebook ran",
+                                     "broker_rss_mb": round(rss / MB, 1)}
+            else:
+                paths = notebooks or runner.course_notebooks()
+                rows, memory = run_notebooks(paths, kafka.pid, time_scale)
+                results["notebooks"] = rows
+                results["notebooks_total_seconds"] = round(sum(r["seconds"] for r in rows), 2)
+                results["memory"] = memory
+    finally:
+        with _env(broker.ENV_STATE_DIR, state_dir):
+            broker.stop_embedded()
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    """The plain-text table ``python -m helpers bench`` prints (and the README quotes)."""
+    m = results["machine"]
+    lines = [f"machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gb']} GB RAM, {m['platform']}, "
+             f"Python {m['python']}, load {m['load_average_1m']} ({m['date']})",
+             f"{results.get('kafka', '')}; TIME_SCALE {results['time_scale']:g}", ""]
+    rows: list[tuple[str, str]] = []
+    for r in results["notebooks"]:
+        rows.append((r["notebook"], f"{r['seconds']:.1f} s" + ("" if r["ok"] else f"  FAILED {r['error']}")))
+    if results["notebooks"]:
+        ok = sum(r["ok"] for r in results["notebooks"])
+        rows.append((f"notebooks total ({ok}/{len(results['notebooks'])} ok)",
+                     f"{results['notebooks_total_seconds']:.1f} s"))
+    b, g = results["broker_ready_seconds"], results["group_first_message_seconds"]
+    rows.append(("embedded broker: time to ready (median)", f"{b['seconds']:.2f} s  {b['samples']}"))
+    rows.append(("consumer group: time to first message (median)", f"{g['seconds']:.2f} s  {g['samples']}"))
+    p = results["producer_throughput"]
+    rows.append(("producer: fire-and-forget", f"{p['fire_and_forget_per_s']:.0f} msg/s"))
+    rows.append(("producer: wait for every ack", f"{p['acked_each_per_s']:.0f} msg/s"))
+    rows.append(("producer: wait for every ack, linger_ms=0", f"{p['acked_each_linger0_per_s']:.0f} msg/s"))
+    rows.append(("producer: ratio fire-and-forget / acked", f"{p['ratio']:.1f}x"))
+    s = results["sync_vs_events"]
+    rows.append(("lesson 5: synchronous chain", f"{s['sync_per_s']:.1f} orders/s"))
+    rows.append(("lesson 5: publish events", f"{s['events_per_s']:.1f} orders/s"))
+    rows.append(("lesson 5: ratio events / synchronous", f"{s['ratio']:.1f}x"))
+    mem = results["memory"]
+    if mem.get("notebook"):
+        rows.append((f"peak RSS kernel + broker ({mem['notebook']})",
+                     f"{mem['peak_total_mb']:.0f} MB (kernel {mem['peak_kernel_mb']:.0f}, "
+                     f"broker {mem['peak_broker_mb']:.0f})"))
+    else:
+        rows.append(("broker RSS (no notebook ran: --quick)", f"{mem.get('broker_rss_mb', 0):.0f} MB"))
+    width = max(len(k) for k, _ in rows)
+    lines += [f"{'measure':<{width}}  value", "-" * (width + 24)]
+    lines += [f"{k:<{width}}  {v}" for k, v in rows]
+    lines.append(f"(sync vs events: {s['method']})")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The bench options, on ``parser`` (helpers/cli.py adds them to its ``bench`` subcommand)."""
+    parser.add_argument("--quick", action="store_true", help="skip the notebooks")
+    parser.add_argument("--json", default=str(DEFAULT_JSON), metavar="PATH",
+                        help=f"where to write the JSON (default {DEFAULT_JSON.relative_to(ROOT)})")
+    parser.add_argument("--time-scale", type=float, default=0.1, help="TIME_SCALE (default 0.1, as in CI)")
+    parser.add_argument("notebooks", nargs="*", help="only these notebooks (default: every lesson and lab solution)")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(prog="python -m helpers bench",
+                                                 description=__doc__.split("\n\n")[0]))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, print the table, write the JSON; exit 1 if a notebook failed, 2 on bad input."""
+    try:
+        check_positive("time_scale", args.time_scale)
+        notebooks = [Path(p).resolve() for p in args.notebooks] or None
+        for path in notebooks or []:
+            if not path.is_file() or ROOT not in path.parents:
+                raise ValueError(f"notebooks: {path} is not a notebook in the course folder {ROOT}")
+        results = measure(quick=args.quick, time_scale=args.time_scale, notebooks=notebooks)
+    except (ValueError, broker.BrokerUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print(table(results))
+    print(f"\nwrote {out}")
+    return 0 if all(r["ok"] for r in results["notebooks"]) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m helpers bench [--quick] [--json PATH] [--time-scale S] [notebooks...]``."""
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

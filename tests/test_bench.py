@@ -1,0 +1,66 @@
+"""``python -m helpers bench --quick`` writes the JSON with every key and positive numbers,
+prints the table, and leaves no broker behind."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tansu_under(folder: Path) -> list[int]:
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "tansu" in " ".join(proc.info["cmdline"] or []) and \
+                    proc.environ().get("COURSE_STATE_DIR", "").startswith(str(folder)):
+                pids.append(proc.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def test_bench_quick_writes_the_json_and_prints_the_table(tmp_path):
+    out = tmp_path / "bench.json"
+    scratch = tmp_path / "tmp"  # the bench's temporary state directories land here
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_CONFIG")}
+    env.update(TMPDIR=str(scratch), PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "helpers", "bench", "--quick", "--json", str(out)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+
+    assert data["quick"] is True and data["notebooks"] == [] and data["time_scale"] == 0.1
+    assert {"platform", "python", "cpu", "cpus", "memory_gb"} <= set(data["machine"])
+    positive = {
+        "broker_ready_seconds": ["seconds"],
+        "group_first_message_seconds": ["seconds"],
+        "producer_throughput": ["fire_and_forget_per_s", "acked_each_per_s", "acked_each_linger0_per_s", "ratio"],
+        "sync_vs_events": ["sync_per_s", "events_per_s", "ratio", "orders"],
+        "memory": ["broker_rss_mb"],
+    }
+    for section, keys in positive.items():
+        for key in keys:
+            value = data[section][key]
+            assert isinstance(value, (int, float)) and value > 0, f"{section}.{key} = {value!r}"
+    assert len(data["broker_ready_seconds"]["samples"]) >= 1
+    assert data["sync_vs_events"]["method"]
+
+    for label in ("embedded broker: time to ready", "consumer group: time to first message",
+                  "producer: ratio fire-and-forget / acked", "lesson 5: ratio events / synchronous"):
+        assert label in result.stdout, result.stdout
+    assert _tansu_under(scratch) == [], "the bench left a broker running"
+
+
+def test_bench_rejects_a_bad_time_scale(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "helpers", "bench", "--quick", "--time-scale", "0",
+                             "--json", str(tmp_path / "b.json")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and "time_scale" in result.stderr, result.stdout + result.stderr
+    assert not (tmp_path / "b.json").exists()

@@ -63,6 +63,17 @@ class Kafka:
         proto = self.client_config.get("security_protocol", "PLAINTEXT")
         return f"Kafka: {labels.get(self.kind, self.kind)} at {self.bootstrap_servers} ({proto})"
 
+    def ensure_alive(self) -> None:
+        """Raise BrokerUnavailable, naming the fix, if the embedded broker is gone."""
+        if self.kind != "embedded":
+            return
+        host, port = parse_bootstrap(self.bootstrap_servers)[0]
+        if probe(host, port, timeout=1.0) != "kafka":
+            raise BrokerUnavailable(
+                f"The embedded broker at {self.bootstrap_servers} is gone (stopped or killed; it keeps "
+                "everything in memory, so its topics and offsets are gone too). Run `kafka = helpers.connect()` "
+                "to start a fresh one, then recreate topics, producers and consumers.")
+
     # Client factories live in helpers.clients; these are conveniences for notebooks.
     def producer(self, **overrides: Any):
         """A KafkaProducer with the course's settings (see helpers.clients.producer)."""
@@ -332,13 +343,28 @@ def _terminate(pid: int, timeout: float = 5.0) -> None:
     try:
         proc = psutil.Process(pid)
         proc.terminate()
-        try:
-            proc.wait(timeout)
-        except psutil.TimeoutExpired:
+        if not _wait_gone(proc, timeout):
             proc.kill()
-            proc.wait(timeout)
+            _wait_gone(proc, timeout)
     except psutil.NoSuchProcess:
         pass
+
+
+def _wait_gone(proc, timeout: float) -> bool:
+    """Wait until ``proc`` exits; a zombie (its parent, a live kernel, has not reaped it) counts as gone."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                with contextlib.suppress(psutil.Error, ChildProcessError):
+                    proc.wait(0)  # reap it if it is our own child
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def stop_embedded() -> bool:

@@ -64,12 +64,14 @@ def producer(kafka: Kafka, **overrides: Any) -> KafkaProducer:
     """A KafkaProducer on ``kafka`` with TEACHING_PRODUCER settings, overridable."""
     if overrides.get("acks") == 0:
         raise ValueError("acks must be 1 or 'all': acks=0 loses messages on the embedded broker")
+    kafka.ensure_alive()
     return KafkaProducer(bootstrap_servers=kafka.bootstrap_servers,
                          **{**kafka.client_config, **TEACHING_PRODUCER, **overrides})
 
 
 def consumer(kafka: Kafka, *topics: str, group_id: str | None = None, **overrides: Any) -> KafkaConsumer:
     """A KafkaConsumer with TEACHING_CONSUMER settings, subscribed to ``topics`` if given."""
+    kafka.ensure_alive()
     return KafkaConsumer(*topics, bootstrap_servers=kafka.bootstrap_servers, group_id=group_id,
                          **{**kafka.client_config, **TEACHING_CONSUMER, **overrides})
 
@@ -77,6 +79,7 @@ def consumer(kafka: Kafka, *topics: str, group_id: str | None = None, **override
 def admin(kafka: Kafka, **overrides: Any) -> KafkaAdminClient:
     """A KafkaAdminClient. On the embedded broker it pins api_version=(2, 2): newer
     DescribeGroups versions fail inside kafka-python against Tansu."""
+    kafka.ensure_alive()
     pinned = {"api_version": (2, 2)} if kafka.kind == "embedded" else {}
     return KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers,
                             **{**kafka.client_config, "bootstrap_timeout_ms": 5000, **pinned, **overrides})

@@ -192,3 +192,35 @@ def test_unreachable_environment_cluster_names_the_fix(monkeypatch):
     monkeypatch.setenv(broker.ENV_BOOTSTRAP, "127.0.0.1:1")
     with pytest.raises(broker.BrokerUnavailable, match="unset KAFKA_BOOTSTRAP_SERVERS"):
         broker.connect()
+
+
+def test_clients_of_a_killed_broker_get_a_clear_error_naming_the_fix(state):
+    kafka = broker.connect(quiet=True)
+    broker.kill_embedded()
+    import time
+    started = time.monotonic()
+    with pytest.raises(broker.BrokerUnavailable, match=r"helpers\.connect\(\)"):
+        clients.consumer(kafka)
+    assert time.monotonic() - started < 5
+    fresh = broker.connect(quiet=True)
+    assert fresh.bootstrap_servers != kafka.bootstrap_servers or fresh.pid != kafka.pid
+    clients.consumer(fresh).close()
+
+
+def test_stop_treats_an_unreaped_zombie_as_stopped(state):
+    """A broker started by a still-running kernel turns zombie when stopped from elsewhere."""
+    import psutil
+
+    code = ("import os,time,helpers.broker as b; s=b.start_embedded(); print(s['pid'], flush=True); time.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "COURSE_STATE_DIR": str(state)})
+    try:
+        pid = int(holder.stdout.readline())
+        import time
+        started = time.monotonic()
+        assert broker.stop_embedded() is True
+        assert time.monotonic() - started < 5
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        holder.kill()
+        holder.wait()

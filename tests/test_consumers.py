@@ -1,0 +1,221 @@
+"""Consumer processes that crash, restart and scale (claims C11-C14), against a live broker."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers import consumers as C
+from helpers import unique_name
+from helpers.lag import total_lag
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def consumer_children() -> list[psutil.Process]:
+    """Live `python -m helpers.consumers` processes below this one."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "helpers.consumers" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_sigkill_three_times_misses_nothing(kafka):
+    """(a) C11/C12: SIGKILL mid-stream three times; the producer never fails; nothing is missed."""
+    topic = kafka.create_topic(partitions=3, prefix="crash")
+    consumer = C.ConsumerProcess(kafka, topic, unique_name("crash"), rate=300, batch_size=20, commit="after")
+    producer = C.ProducerRunner(kafka, topic, rate=60)
+    repeated_at_kills = []
+    try:
+        producer.start()  # orders pile up while the consumer joins: it starts busy
+        consumer.start()
+        consumer.wait_assigned()
+        for _round in range(3):
+            done = len({r["event_id"] for r in consumer.processed()})
+            C.wait_processed([consumer], done + 40, timeout=30)
+            pid = consumer.kill()
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            exposure = consumer.exposure()
+            repeated_at_kills.append(exposure.repeated)
+            lag_down = total_lag(kafka, topic, consumer.group_id)
+            time.sleep(0.5)
+            assert total_lag(kafka, topic, consumer.group_id) > lag_down, "events must queue while it is down"
+            consumer.start()
+            consumer.wait_assigned(timeout=40)
+            C.wait_processed([consumer], 1 + len({(r["partition"], r["offset"]) for r in consumer.processed()}),
+                             timeout=30)
+            # The new process starts exactly at the committed offset of each partition it read.
+            for partition, first in consumer.resume_points().items():
+                assert first == exposure.committed[partition], (partition, first, exposure.committed)
+        stats = producer.stop()
+        C.wait_processed([consumer], producer.acked_ids, timeout=60)
+        tally = C.count_report(producer.acked_ids, consumer.records())
+        print(f"\n3 SIGKILLs: {tally}; repeated at each kill: {repeated_at_kills}; producer {stats}")
+        assert stats["errors"] == 0 and stats["acked"] == stats["sent"] > 100
+        assert tally.missing == 0 and tally.unique == len(producer.acked_ids)
+        assert tally.duplicates == sum(repeated_at_kills)
+        assert len(set(consumer.pids)) == 4
+    finally:
+        producer.stop()
+        consumer.stop()
+
+
+def test_commit_before_processing_loses_what_a_crash_interrupts(kafka):
+    """At-most-once: killed mid-batch, the restarted consumer skips exactly the committed, unprocessed events."""
+    topic, ids = C.make_backlog(kafka, 300, partitions=1, prefix="amo")
+    consumer = C.ConsumerProcess(kafka, topic, unique_name("amo"), rate=400, batch_size=25, commit="before")
+    try:
+        consumer.start()
+        consumer.wait_assigned()
+        C.wait_processed([consumer], 30, timeout=30)
+        C.kill_mid_batch(consumer)
+        exposure = consumer.exposure()
+        consumer.start()
+        C.wait_processed([consumer], len(ids) - exposure.lost, timeout=40)
+        time.sleep(0.3)
+        tally = C.count_report(ids, consumer.records())
+        print(f"\ncommit before processing, one SIGKILL: {tally}; {exposure}")
+        assert exposure.lost > 0
+        assert tally.missing == exposure.lost and tally.duplicates == 0
+    finally:
+        consumer.stop()
+
+
+def test_three_consumers_drain_faster_than_one(kafka):
+    """(b) C14: the same backlog on 3 partitions drains measurably faster with 3 consumers; a 4th idles."""
+    topic, ids = C.make_backlog(kafka, 600, partitions=3, prefix="drain")
+    one, three, four = C.compare_drains(kafka, topic, [1, 3, 4], ids, rate=200)
+    ratio = one.seconds / three.seconds
+    print(f"\n{one}\n{three}\n{four}\ndrain-time ratio 1 vs 3 consumers: {ratio:.2f}; "
+          f"1 vs 4: {one.seconds / four.seconds:.2f}")
+    assert one.events == three.events == four.events == len(ids)
+    assert ratio > 1.5
+    assert len(four.idle) == 1 and not three.idle
+    # A member beyond the partition count adds nothing: 4 is not clearly faster than 3.
+    assert four.seconds > three.seconds * 0.6
+
+
+def test_events_are_ordinary_kafka_records(kafka):
+    """(c) librdkafka (confluent-kafka) reads the course's events: keys and JSON values."""
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    topic = kafka.create_topic(partitions=3, prefix="plain")
+    producer = C.ProducerRunner(kafka, topic, rate=200, count=12).start()
+    assert producer.wait(timeout=30)
+    producer.stop()
+    consumer = confluent_kafka.Consumer({
+        "bootstrap.servers": kafka.bootstrap_servers, "group.id": unique_name("librdkafka"),
+        "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        "broker.address.family": "v4",  # 127.0.0.1, as everything in the course
+        "session.timeout.ms": 6000,
+    })
+    seen = {}
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while len(seen) < 12 and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            value = json.loads(msg.value())
+            seen[value["event_id"]] = (msg.key().decode(), value)
+    finally:
+        consumer.close()
+    assert set(seen) == set(producer.acked_ids)
+    for key, value in seen.values():
+        assert value["type"] == "OrderPlaced" and value["payload"]["order_id"] == key
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda k: C.ConsumerProcess(k, "t", "g", rate=-5), "rate"),
+    (lambda k: C.ConsumerProcess(k, "t", "g", rate=0), "rate"),
+    (lambda k: C.ConsumerProcess(k, "t", "g", rate=float("nan")), "rate"),
+    (lambda k: C.ConsumerProcess(k, "t", "g", commit="sometimes"), "commit"),
+    (lambda k: C.ConsumerProcess(k, "t", "g", batch_size=0), "batch_size"),
+    (lambda k: C.ConsumerProcess(k, "", "g"), "topic"),
+    (lambda k: C.ConsumerProcess(k, "t", ""), "group_id"),
+    (lambda k: C.ConsumerGroup(k, "t", 0), "members"),
+    (lambda k: C.ConsumerGroup(k, "t", 2, rate=-1), "rate"),
+    (lambda k: C.ProducerRunner(k, "t", rate=-10), "rate"),
+    (lambda k: C.ProducerRunner(k, "t", rate=10, count=0), "count"),
+    (lambda k: C.make_backlog(k, 10, partitions=0), "partitions"),
+    (lambda k: C.make_backlog(k, -1), "count"),
+    (lambda k: C.compare_drains(k, "t", [0], 10), "consumers"),
+    (lambda k: C.compare_drains(k, "t", [1], 10, rate=-1), "rate"),
+])
+def test_bad_input_names_the_parameter(kafka, build, name):
+    """(d) Bad parameters raise ValueError naming the parameter."""
+    with pytest.raises(ValueError, match=name):
+        build(kafka)
+
+
+def test_group_scaling_and_pause(kafka):
+    """A group reports its members' partitions; scaling in rebalances; a paused member processes nothing."""
+    topic, ids = C.make_backlog(kafka, 200, partitions=2, prefix="scale")
+    group = C.ConsumerGroup(kafka, topic, 3, rate=400, paused=True)
+    try:
+        group.start()
+        assignment = group.wait_assigned()
+        assert sorted(len(p) for p in assignment.values()) == [0, 1, 1]
+        assert len(group.idle_members()) == 1
+        time.sleep(0.5)
+        assert group.processed() == []  # paused from the start: nothing processed
+        group.scale(1)  # keeps the group's leader (see ConsumerGroup.scale)
+        assert list(group.wait_assigned().values()) == [[0, 1]]
+        group.resume()
+        C.wait_processed([group], ids, timeout=30)
+        assert group.count(ids).missing == 0
+    finally:
+        group.stop()
+    assert consumer_children() == []
+
+
+def test_no_process_left_after_stop_or_parent_death(kafka):
+    """(e) Stopped consumers leave no process; children die when their parent dies."""
+    topic = kafka.create_topic(partitions=1, prefix="orphans")
+    c = C.ConsumerProcess(kafka, topic, unique_name("orphans")).start()
+    c.wait_assigned()
+    c.stop()
+    assert consumer_children() == []
+
+    script = textwrap.dedent(f"""
+        import sys, time
+        from helpers import consumers as C
+        from helpers.broker import Kafka
+        c = C.ConsumerProcess(Kafka({kafka.bootstrap_servers!r}, {kafka.kind!r}, {kafka.client_config!r}),
+                              {topic!r}, "orphan-check").start()
+        print(c.pid, flush=True)
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=str(REPO), stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        child_pid = int(parent.stdout.readline())
+        assert psutil.pid_exists(child_pid)
+        os.kill(parent.pid, signal.SIGKILL)  # no atexit, no goodbye
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and psutil.pid_exists(child_pid):
+            try:
+                if psutil.Process(child_pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.1)
+        alive = psutil.pid_exists(child_pid) and psutil.Process(child_pid).status() != psutil.STATUS_ZOMBIE
+        assert not alive, "the consumer process outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()

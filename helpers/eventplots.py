@@ -19,14 +19,14 @@ notebook's ``time_scale``.
 """
 from __future__ import annotations
 
-import html
 import threading
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from . import workflow
+from .widgets import LiveExperiment  # noqa: F401  (re-exported: the lessons call eventplots.*_experiment)
 from .params import check_int, check_positive
 
 __all__ = ["publish_figure", "fan_out_figure", "pace_figure", "coupling_figure", "tracks_figure", "stale_figure",
@@ -186,103 +186,6 @@ def stale_figure(report: workflow.StaleReads, title: str | None = None) -> go.Fi
 
 
 # --------------------------------------------------------------------------- experiments
-
-
-def _figure_widget_available() -> bool:
-    try:
-        import anywidget  # noqa: F401  (plotly's FigureWidget needs it)
-    except ImportError:
-        return False
-    return True
-
-
-class LiveExperiment:
-    """Sliders over a short live measurement; each change reruns it and redraws the figure.
-
-    ``controls`` maps names to ipywidgets value widgets; ``run(**values)`` measures and
-    returns a result; ``draw(result)`` gives a figure; ``describe(result)`` a line of HTML.
-    ``rerun(**values)`` sets the controls and runs: the same callback the sliders use.
-    ``.widget`` is what to display; ``.figure``, ``.history`` and ``.last`` are public.
-    """
-
-    def __init__(self, controls: Mapping[str, Any], run: Callable[..., Any], draw: Callable[[Any], go.Figure],
-                 describe: Callable[[Any], str], *, placeholder: go.Figure | None = None, run_now: bool = True):
-        import ipywidgets as ipw
-
-        if not controls:
-            raise ValueError("controls must name at least one widget")
-        self.controls = dict(controls)
-        self._run, self._draw, self._describe = run, draw, describe
-        self.history: list[dict[str, Any]] = []
-        self.last: Any = None
-        self._busy = False
-        self.summary = ipw.HTML(value="<i>not run yet</i>")
-        first = placeholder or _layout(go.Figure(), "Move a slider to run the experiment")
-        self._fallback = None
-        if _figure_widget_available():
-            self.figure = go.FigureWidget(first)
-            chart = self.figure
-        else:  # no anywidget: redraw a plain figure in an Output widget
-            self.figure = first
-            self._fallback = ipw.Output()
-            chart = self._fallback
-        self.widget = ipw.VBox([*self.controls.values(), self.summary, chart])
-        for control in self.controls.values():
-            control.observe(self._on_change, names="value")
-        if run_now:
-            self.rerun()
-
-    def values(self) -> dict[str, Any]:
-        return {name: c.value for name, c in self.controls.items()}
-
-    def rerun(self, **values: Any) -> Any:
-        """Set any controls (same units as the sliders), run the measurement, redraw; return the result."""
-        unknown = set(values) - set(self.controls)
-        if unknown:
-            raise ValueError(f"rerun() takes {sorted(self.controls)}, got {sorted(unknown)}")
-        self._busy = True  # setting a slider below must not start a second run
-        try:
-            for name, value in values.items():
-                self.controls[name].value = value
-        finally:
-            self._busy = False
-        current = self.values()
-        result = self._run(**current)
-        self.last = result
-        self.history.append({**current, "result": result})
-        self._show(self._draw(result))
-        self.summary.value = self._describe(result)
-        return result
-
-    def _on_change(self, change: Any) -> None:
-        if self._busy:
-            return
-        try:
-            self.rerun()
-        except Exception as exc:  # noqa: BLE001 - show it next to the sliders, never break the widget
-            self.summary.value = f"<b style='color:#d62728'>error: {html.escape(str(exc))}</b>"
-
-    def _show(self, new: go.Figure) -> None:
-        if self._fallback is not None:
-            from IPython.display import clear_output, display
-
-            self.figure = new
-            with self._fallback:
-                clear_output(wait=True)
-                display(new)
-            return
-        fig = self.figure
-        fig.data = ()  # replace the traces (their number may change), then the layout
-        fig.add_traces(list(new.data))
-        fig.layout = new.layout
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
-    def __repr__(self) -> str:
-        return f"<LiveExperiment {self.values()}>"
 
 
 def _slider(kind: str, value: float, lo: float, hi: float, step: float, description: str):

@@ -23,17 +23,9 @@ import plotly.graph_objects as go
 from .broker import Kafka
 from .lag import LagMonitor
 from .params import check_int, check_positive
+from .widgets import figure_widget_available
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
-
-
-def has_figure_widget() -> bool:
-    """True if plotly's FigureWidget can be built here (it needs the anywidget package)."""
-    try:
-        import anywidget  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def add_mark(fig: go.Figure, t: float, label: str, index: int = 0) -> None:
@@ -45,7 +37,7 @@ def add_mark(fig: go.Figure, t: float, label: str, index: int = 0) -> None:
 
 def new_figure(*, live: bool = True, **layout: Any) -> go.Figure:
     """A FigureWidget if ``live`` and possible, else a plain Figure, with the course's layout."""
-    fig = go.FigureWidget() if live and has_figure_widget() else go.Figure()
+    fig = go.FigureWidget() if live and figure_widget_available() else go.Figure()
     fig.update_layout(template="plotly_white", height=360, margin=dict(l=60, r=20, t=50, b=50), **layout)
     return fig
 

@@ -1,6 +1,8 @@
 """Interactive experiments (ipywidgets) over live service chains.
 
-:class:`ChainExperiment` shows sliders (chain depth, hop latency, a slow last hop,
+The course's interactive experiments live here. :class:`LiveExperiment` is the generic
+one (sliders over a short live measurement, the figure redrawn in place), used by the
+event lessons through :mod:`helpers.eventplots`. :class:`ChainExperiment` shows sliders (chain depth, hop latency, a slow last hop,
 failure rate, client timeout) and a toggle that takes the last service down. Every
 change reruns the live experiment (a fresh chain, a small load, then stopped) and
 updates the figure in place: the waterfall of one request plus a summary line.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import html
 import math
+from typing import Any, Callable, Mapping
 
 import ipywidgets as ipw
 import plotly.graph_objects as go
@@ -25,7 +28,7 @@ from IPython.display import clear_output, display
 from . import plots, services
 from .params import check_int, check_positive
 
-__all__ = ["ChainExperiment", "figure_widget_available"]
+__all__ = ["ChainExperiment", "LiveExperiment", "figure_widget_available"]
 
 CONTROLS = ("depth", "latency", "slow", "failure_rate", "timeout", "down")
 
@@ -33,10 +36,101 @@ CONTROLS = ("depth", "latency", "slow", "failure_rate", "timeout", "down")
 def figure_widget_available() -> bool:
     """plotly's FigureWidget needs the ``anywidget`` package (plotly >= 6)."""
     try:
-        go.FigureWidget()
+        import anywidget  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+class LiveExperiment:
+    """Sliders over a short live measurement; each change reruns it and redraws the figure.
+
+    ``controls`` maps names to ipywidgets value widgets; ``run(**values)`` measures and
+    returns a result; ``draw(result)`` gives a figure; ``describe(result)`` a line of HTML.
+    ``rerun(**values)`` sets the controls and runs: the same callback the sliders use.
+    ``.widget`` is what to display; ``.figure``, ``.history`` and ``.last`` are public.
+    """
+
+    def __init__(self, controls: Mapping[str, Any], run: Callable[..., Any], draw: Callable[[Any], go.Figure],
+                 describe: Callable[[Any], str], *, placeholder: go.Figure | None = None, run_now: bool = True):
+        import ipywidgets as ipw
+
+        if not controls:
+            raise ValueError("controls must name at least one widget")
+        self.controls = dict(controls)
+        self._run, self._draw, self._describe = run, draw, describe
+        self.history: list[dict[str, Any]] = []
+        self.last: Any = None
+        self._busy = False
+        self.summary = ipw.HTML(value="<i>not run yet</i>")
+        first = placeholder or go.Figure(layout=dict(template="plotly_white", title="Move a slider to run the experiment", height=380))
+        self._fallback = None
+        if figure_widget_available():
+            self.figure = go.FigureWidget(first)
+            chart = self.figure
+        else:  # no anywidget: redraw a plain figure in an Output widget
+            self.figure = first
+            self._fallback = ipw.Output()
+            chart = self._fallback
+        self.widget = ipw.VBox([*self.controls.values(), self.summary, chart])
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        if run_now:
+            self.rerun()
+
+    def values(self) -> dict[str, Any]:
+        return {name: c.value for name, c in self.controls.items()}
+
+    def rerun(self, **values: Any) -> Any:
+        """Set any controls (same units as the sliders), run the measurement, redraw; return the result."""
+        unknown = set(values) - set(self.controls)
+        if unknown:
+            raise ValueError(f"rerun() takes {sorted(self.controls)}, got {sorted(unknown)}")
+        self._busy = True  # setting a slider below must not start a second run
+        try:
+            for name, value in values.items():
+                self.controls[name].value = value
+        finally:
+            self._busy = False
+        current = self.values()
+        result = self._run(**current)
+        self.last = result
+        self.history.append({**current, "result": result})
+        self._show(self._draw(result))
+        self.summary.value = self._describe(result)
+        return result
+
+    def _on_change(self, change: Any) -> None:
+        if self._busy:
+            return
+        try:
+            self.rerun()
+        except Exception as exc:  # noqa: BLE001 - show it next to the sliders, never break the widget
+            self.summary.value = f"<b style='color:#d62728'>error: {html.escape(str(exc))}</b>"
+
+    def _show(self, new: go.Figure) -> None:
+        if self._fallback is not None:
+            from IPython.display import clear_output, display
+
+            self.figure = new
+            with self._fallback:
+                clear_output(wait=True)
+                display(new)
+            return
+        fig = self.figure
+        fig.data = ()  # replace the traces (their number may change), then the layout
+        fig.add_traces(list(new.data))
+        fig.layout = new.layout
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def __repr__(self) -> str:
+        return f"<LiveExperiment {self.values()}>"
+
+
 
 
 class ChainExperiment:

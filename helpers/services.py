@@ -124,8 +124,33 @@ def percentile(values: Iterable[float], q: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
+class Percentiles:
+    """p(q), p50, p95, p99 and p999 of ``self.latencies`` (shared by live and simulated results)."""
+
+    latencies: list[float]
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+    @property
+    def p50(self) -> float:
+        return self.p(50)
+
+    @property
+    def p95(self) -> float:
+        return self.p(95)
+
+    @property
+    def p99(self) -> float:
+        return self.p(99)
+
+    @property
+    def p999(self) -> float:
+        return self.p(99.9)
+
+
 @dataclass
-class Measurement:
+class Measurement(Percentiles):
     """What a load run measured: every call's result, the wall time and the concurrency."""
 
     results: list[CallResult]
@@ -166,20 +191,6 @@ class Measurement:
     def stdev(self) -> float:
         return statistics.stdev(self.latencies) if self.n > 1 else 0.0
 
-    def p(self, q: float) -> float:
-        return percentile(self.latencies, q)
-
-    @property
-    def p50(self) -> float:
-        return self.p(50)
-
-    @property
-    def p95(self) -> float:
-        return self.p(95)
-
-    @property
-    def p99(self) -> float:
-        return self.p(99)
 
     @property
     def errors(self) -> collections.Counter:

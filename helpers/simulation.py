@@ -25,14 +25,14 @@ from typing import Iterable, Sequence
 import simpy
 
 from .params import check_int, check_positive, check_probability
-from .services import TAIL_CAP, percentile, tail_sigma
+from .services import TAIL_CAP, Percentiles, tail_sigma
 
 __all__ = ["SimResult", "simulate_chain", "chain_availability", "slow_share_formula",
            "availability_vs_depth", "latency_vs_depth", "pool_throughput"]
 
 
 @dataclass
-class SimResult:
+class SimResult(Percentiles):
     """What one simulated run measured (simulated seconds)."""
 
     depth: int
@@ -62,24 +62,6 @@ class SimResult:
     def mean(self) -> float:
         return statistics.fmean(self.latencies)
 
-    def p(self, q: float) -> float:
-        return percentile(self.latencies, q)
-
-    @property
-    def p50(self) -> float:
-        return self.p(50)
-
-    @property
-    def p95(self) -> float:
-        return self.p(95)
-
-    @property
-    def p99(self) -> float:
-        return self.p(99)
-
-    @property
-    def p999(self) -> float:
-        return self.p(99.9)
 
     @property
     def tail_share(self) -> float:

@@ -42,6 +42,19 @@ def figure_widget_available() -> bool:
     return True
 
 
+def live_chart(first: go.Figure) -> tuple[go.Figure, "ipw.Output | None", Any]:
+    """(figure, fallback output, widget to display) for a chart redrawn in place.
+
+    A FigureWidget when anywidget is installed (the fallback is None); otherwise the plain
+    figure and an Output widget to redraw it into.
+    """
+    if figure_widget_available():
+        fig = go.FigureWidget(first)
+        return fig, None, fig
+    out = ipw.Output()
+    return first, out, out
+
+
 class LiveExperiment:
     """Sliders over a short live measurement; each change reruns it and redraws the figure.
 
@@ -64,14 +77,7 @@ class LiveExperiment:
         self._busy = False
         self.summary = ipw.HTML(value="<i>not run yet</i>")
         first = placeholder or go.Figure(layout=dict(template="plotly_white", title="Move a slider to run the experiment", height=380))
-        self._fallback = None
-        if figure_widget_available():
-            self.figure = go.FigureWidget(first)
-            chart = self.figure
-        else:  # no anywidget: redraw a plain figure in an Output widget
-            self.figure = first
-            self._fallback = ipw.Output()
-            chart = self._fallback
+        self.figure, self._fallback, chart = live_chart(first)
         self.widget = ipw.VBox([*self.controls.values(), self.summary, chart])
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
@@ -175,16 +181,9 @@ class ChainExperiment:
         self.history: list[dict] = []
         self.last: services.Measurement | None = None
         self._busy = False
-        self._fallback_out: ipw.Output | None = None
         empty = plots.waterfall(services.CallResult(ok=True, status=200, latency=0.0),
                                 title="Move a slider to run the chain")
-        if figure_widget_available():
-            self.figure = go.FigureWidget(empty)
-            chart = self.figure
-        else:  # no anywidget: redraw a plain figure inside an Output widget
-            self.figure = empty
-            self._fallback_out = ipw.Output()
-            chart = self._fallback_out
+        self.figure, self._fallback_out, chart = live_chart(empty)
         shown = [self.sliders[name] for name in CONTROLS if name in self.controls and name in self.sliders]
         if "down" in self.controls:
             shown.append(self.down_toggle)

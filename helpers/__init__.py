@@ -1,30 +1,30 @@
 """helpers: the one library the course notebooks import.
 
-Flat, one module per concept: broker (which Kafka), clients (factories, names, topics),
-lag (end offsets and consumer lag), events (the event envelope), services (HTTP
-microservices), simulation (simpy models), plots, widgets, checks, progress, cli.
+Flat, one module per concept, so a newcomer finds a concept's code by its name (see
+docs/architecture.md for the map). Two sub-packages are not for learners' code:
+``helpers.checks`` grades the labs and ``helpers.tooling`` is the course's own tooling
+(CLI, runner, bench, lab generator, lint); no learner module imports them.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from .broker import BrokerUnavailable, Kafka, connect
 from .clients import create_topic, delete_topic, run_id, unique_name
+from .lifecycle import leftovers, stop_all
 from .params import check_int, check_positive, check_probability, time_scale
 
 __all__ = [
     "BrokerUnavailable", "Kafka", "connect", "create_topic", "delete_topic", "run_id",
     "unique_name", "check_int", "check_positive", "check_probability", "time_scale",
+    "leftovers", "stop_all",
 ]
-
-_SUBMODULES = {"broker", "checks", "cli", "clients", "consumers", "events", "lag", "labs",
-               "params", "plots", "progress", "services", "simulation", "widgets", "workflow",
-               "bench", "doctor", "runner", "eventplots", "lagplots", "notebooks"}
 
 
 def __getattr__(name: str) -> Any:
     """Import submodules on first use, so `helpers.plots` works without importing plotly up front."""
-    if name in _SUBMODULES:
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'helpers' has no attribute {name!r}")

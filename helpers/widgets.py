@@ -2,10 +2,11 @@
 
 The course's interactive experiments live here. :class:`LiveExperiment` is the generic
 one (sliders over a short live measurement, the figure redrawn in place), used by the
-event lessons through :mod:`helpers.eventplots`. :class:`ChainExperiment` shows sliders (chain depth, hop latency, a slow last hop,
-failure rate, client timeout) and a toggle that takes the last service down. Every
-change reruns the live experiment (a fresh chain, a small load, then stopped) and
-updates the figure in place: the waterfall of one request plus a summary line.
+event lessons through :mod:`helpers.eventplots`. :class:`ChainExperiment` is one built
+on it: sliders (chain depth, hop latency, a slow last hop, failure rate, client timeout)
+and a toggle that takes the last service down. Every change reruns the live experiment
+(a fresh chain, a small load, then stopped) and updates the figure in place: the
+waterfall of one request plus a summary line.
 
 ``rerun(**values)`` is the same callback the sliders use, callable directly, so a
 headless run (papermill, nbval) exercises it. ``.figure``, ``.sliders``,
@@ -18,31 +19,32 @@ them by the notebook's ``time_scale``.
 from __future__ import annotations
 
 import html
+import importlib.util
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import ipywidgets as ipw
 import plotly.graph_objects as go
+from IPython import get_ipython
 from IPython.display import clear_output, display
 
-from . import plots, services
+from . import plots, style
+from .calls import CallResult, Measurement, measure
 from .params import check_int, check_positive
+from .services import start_chain
 
-__all__ = ["ChainExperiment", "LiveExperiment", "figure_widget_available"]
+__all__ = ["ChainExperiment", "LiveExperiment", "figure_widget_available", "live_chart"]
 
 CONTROLS = ("depth", "latency", "slow", "failure_rate", "timeout", "down")
 
 
 def figure_widget_available() -> bool:
     """plotly's FigureWidget needs the ``anywidget`` package (plotly >= 6)."""
-    try:
-        import anywidget  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("anywidget") is not None
 
 
-def live_chart(first: go.Figure) -> tuple[go.Figure, "ipw.Output | None", Any]:
+def live_chart(first: go.Figure) -> tuple[go.Figure, ipw.Output | None, Any]:
     """(figure, fallback output, widget to display) for a chart redrawn in place.
 
     A FigureWidget when anywidget is installed (the fallback is None); otherwise the plain
@@ -58,33 +60,40 @@ def live_chart(first: go.Figure) -> tuple[go.Figure, "ipw.Output | None", Any]:
 class LiveExperiment:
     """Sliders over a short live measurement; each change reruns it and redraws the figure.
 
-    ``controls`` maps names to ipywidgets value widgets; ``run(**values)`` measures and
-    returns a result; ``draw(result)`` gives a figure; ``describe(result)`` a line of HTML.
-    ``rerun(**values)`` sets the controls and runs: the same callback the sliders use.
-    ``.widget`` is what to display; ``.figure``, ``.history`` and ``.last`` are public.
+    ``controls`` maps names to ipywidgets value widgets (``shown`` picks which to display,
+    default all); ``run(**values)`` measures and returns a result; ``draw(result)`` gives a
+    figure; ``describe(result)`` a line of HTML. ``rerun(**values)`` sets the controls and
+    runs: the same callback the sliders use. ``.widget`` is what to display; ``.figure``,
+    ``.history`` and ``.last`` are public.
     """
 
     def __init__(self, controls: Mapping[str, Any], run: Callable[..., Any], draw: Callable[[Any], go.Figure],
-                 describe: Callable[[Any], str], *, placeholder: go.Figure | None = None, run_now: bool = True):
-        import ipywidgets as ipw
-
+                 describe: Callable[[Any], str], *, placeholder: go.Figure | None = None, run_now: bool = True,
+                 shown: Sequence[str] | None = None):
         if not controls:
             raise ValueError("controls must name at least one widget")
         self.controls = dict(controls)
+        unknown = set(shown or ()) - set(self.controls)
+        if unknown:
+            raise ValueError(f"shown must name controls among {sorted(self.controls)}, got {sorted(unknown)}")
         self._run, self._draw, self._describe = run, draw, describe
         self.history: list[dict[str, Any]] = []
         self.last: Any = None
         self._busy = False
         self.summary = ipw.HTML(value="<i>not run yet</i>")
-        first = placeholder or go.Figure(layout=dict(template="plotly_white", title="Move a slider to run the experiment", height=380))
+        first = placeholder or go.Figure(layout=style.layout("Move a slider to run the experiment"))
         self.figure, self._fallback, chart = live_chart(first)
-        self.widget = ipw.VBox([*self.controls.values(), self.summary, chart])
+        visible = [self.controls[name] for name in (self.controls if shown is None else shown)]
+        self.widget = ipw.VBox([*visible, self.summary, chart])
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         if run_now:
             self.rerun()
+        else:
+            self._display_fallback()
 
     def values(self) -> dict[str, Any]:
+        """The current control values."""
         return {name: c.value for name, c in self.controls.items()}
 
     def rerun(self, **values: Any) -> Any:
@@ -101,10 +110,14 @@ class LiveExperiment:
         current = self.values()
         result = self._run(**current)
         self.last = result
-        self.history.append({**current, "result": result})
+        self.history.append(self._record(current, result))
         self._show(self._draw(result))
         self.summary.value = self._describe(result)
         return result
+
+    def _record(self, values: dict[str, Any], result: Any) -> dict[str, Any]:
+        """What :attr:`history` keeps of one run (a subclass may add derived numbers)."""
+        return {**values, "result": result}
 
     def _on_change(self, change: Any) -> None:
         if self._busy:
@@ -112,43 +125,48 @@ class LiveExperiment:
         try:
             self.rerun()
         except Exception as exc:  # noqa: BLE001 - show it next to the sliders, never break the widget
-            self.summary.value = f"<b style='color:#d62728'>error: {html.escape(str(exc))}</b>"
+            self.summary.value = f"<b style='color:{style.TEXT_COLOR['error']}'>error: {html.escape(str(exc))}</b>"
 
     def _show(self, new: go.Figure) -> None:
         if self._fallback is not None:
-            from IPython.display import clear_output, display
-
             self.figure = new
-            with self._fallback:
-                clear_output(wait=True)
-                display(new)
+            self._display_fallback()
             return
+        self._redraw(new)
+
+    def _redraw(self, new: go.Figure) -> None:
+        """Replace the FigureWidget's traces (their number may change), then its layout."""
         fig = self.figure
-        fig.data = ()  # replace the traces (their number may change), then the layout
+        fig.data = ()
         fig.add_traces(list(new.data))
         fig.layout = new.layout
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
+    def _display_fallback(self) -> None:
+        if self._fallback is None or get_ipython() is None:  # plain Python: nothing to draw into
+            return
+        with self._fallback:
+            clear_output(wait=True)
+            display(self.figure)
 
+    def _ipython_display_(self) -> None:
         display(self.widget)
 
     def __repr__(self) -> str:
-        return f"<LiveExperiment {self.values()}>"
+        return f"<{type(self).__name__} {self.values()}>"
 
 
-
-
-class ChainExperiment:
+class ChainExperiment(LiveExperiment):
     """Sliders and a toggle over a live chain; the figure updates in place on every change.
 
     ``controls`` picks which of ``depth, latency, slow, failure_rate, timeout, down`` to show
-    (the others keep their start values). ``n_requests`` calls are sent per run from
-    ``concurrency`` clients; the waterfall shows a failed request if there was one,
-    else the median one.
+    (the others keep their start values, and ``rerun`` still sets them). ``n_requests``
+    calls are sent per run from ``concurrency`` clients; the waterfall shows a failed
+    request if there was one, else the median one. ``.sliders`` and ``.down_toggle`` are
+    the controls.
     """
 
-    def __init__(self, time_scale: float = 1.0, *, controls=("depth", "latency", "failure_rate", "down"),
+    def __init__(self, time_scale: float = 1.0, *,
+                 controls: Sequence[str] = ("depth", "latency", "failure_rate", "down"),
                  depth: int = 3, latency_ms: float = 50, slow_ms: float = 0, failure_rate: float = 0.0,
                  timeout_ms: float = 2000, down: bool = False, n_requests: int = 10, concurrency: int = 5,
                  max_depth: int = 8, run: bool = True):
@@ -156,15 +174,13 @@ class ChainExperiment:
         unknown = set(controls) - set(CONTROLS)
         if unknown:
             raise ValueError(f"controls must be among {CONTROLS}, got {sorted(unknown)}")
-        self.controls = tuple(controls)
         self.n_requests = check_int("n_requests", n_requests)
         self.concurrency = check_int("concurrency", concurrency)
         check_int("depth", depth)
         check_int("max_depth", max_depth, minimum=depth)
-        style = {"description_width": "170px"}
-        layout = ipw.Layout(width="480px")
-        common = dict(continuous_update=False, style=style, layout=layout)
-        self.sliders: dict[str, ipw.widgets.ValueWidget] = {
+        common: dict[str, Any] = {"continuous_update": False, "style": {"description_width": "170px"},
+                                  "layout": ipw.Layout(width="480px")}
+        self.sliders: dict[str, Any] = {
             "depth": ipw.IntSlider(value=depth, min=1, max=max_depth, description="services in chain", **common),
             "latency": ipw.IntSlider(value=int(latency_ms), min=0, max=300, step=10,
                                      description="latency per hop (ms)", **common),
@@ -176,91 +192,48 @@ class ChainExperiment:
                                      description="client timeout (ms)", **common),
         }
         self.down_toggle = ipw.ToggleButton(value=down, description="Take the last service down",
-                                            icon="power-off", button_style="danger", layout=ipw.Layout(width="260px"))
-        self.summary = ipw.HTML(value="<i>not run yet</i>")
-        self.history: list[dict] = []
-        self.last: services.Measurement | None = None
-        self._busy = False
-        empty = plots.waterfall(services.CallResult(ok=True, status=200, latency=0.0),
-                                title="Move a slider to run the chain")
-        self.figure, self._fallback_out, chart = live_chart(empty)
-        shown = [self.sliders[name] for name in CONTROLS if name in self.controls and name in self.sliders]
-        if "down" in self.controls:
-            shown.append(self.down_toggle)
-        self.widget = ipw.VBox([*shown, self.summary, chart])
-        for widget in [*self.sliders.values(), self.down_toggle]:
-            widget.observe(self._on_change, names="value")
-        if run:
-            self.rerun()
-        elif self._fallback_out is not None:
-            self._draw_fallback()
+                                            icon="power-off", layout=ipw.Layout(width="260px"))
+        empty = plots.waterfall(CallResult(ok=True, status=200, latency=0.0), title="Move a slider to run the chain")
+        super().__init__({**self.sliders, "down": self.down_toggle}, self._measure, self._waterfall,
+                         self._summary_html, placeholder=empty, run_now=run,
+                         shown=[name for name in CONTROLS if name in controls])
 
-    # ---- the callback
-    def values(self) -> dict:
-        """The current control values (ms as shown on the sliders)."""
-        out = {name: slider.value for name, slider in self.sliders.items()}
-        out["down"] = self.down_toggle.value
-        return out
-
-    def rerun(self, **values) -> services.Measurement:
+    def rerun(self, **values: Any) -> Measurement:
         """Set any of depth, latency, slow, failure_rate, timeout, down (same units as the
         sliders), run the live chain, update the figure in place, return the Measurement."""
-        unknown = set(values) - set(CONTROLS)
-        if unknown:
-            raise ValueError(f"rerun() takes {CONTROLS}, got {sorted(unknown)}")
-        self._busy = True  # setting the sliders below must not trigger nested runs
-        try:
-            for name, value in values.items():
-                if name == "down":
-                    self.down_toggle.value = bool(value)
-                else:
-                    self.sliders[name].value = value
-        finally:
-            self._busy = False
-        return self._run()
+        result: Measurement = super().rerun(**values)
+        return result
 
-    def _on_change(self, change) -> None:
-        if self._busy:
-            return
-        try:
-            self._run()
-        except Exception as exc:  # noqa: BLE001 - show it next to the sliders, never crash the comm
-            self.summary.value = f"<b style='color:#d62728'>error: {html.escape(str(exc))}</b>"
-
-    def _run(self) -> services.Measurement:
-        v = self.values()
+    def _measure(self, *, depth: int, latency: float, slow: float, failure_rate: float, timeout: float,
+                 down: bool) -> Measurement:
         ts = self.time_scale
-        latency = v["latency"] / 1000 * ts
+        hop = latency / 1000 * ts
         # Services wait for their downstream longer than the client does, so the client's
         # timeout (the slider) is the one that fires for a slow chain.
-        service_timeout = max(v["timeout"] / 1000 * ts * 2, 0.05)
-        with services.start_chain(v["depth"], latency=latency, error_rate=v["failure_rate"],
-                                  timeout=service_timeout, timeout_step=0.0) as chain:
-            if v["slow"]:
-                chain[-1].configure(latency=latency + v["slow"] / 1000 * ts)
-            if v["down"]:
+        service_timeout = max(timeout / 1000 * ts * 2, 0.05)
+        with start_chain(depth, latency=hop, error_rate=failure_rate, timeout=service_timeout,
+                         timeout_step=0.0) as chain:
+            if slow:
+                chain[-1].configure(latency=hop + slow / 1000 * ts)
+            if down:
                 chain[-1].take_down()
-            m = services.measure(chain, self.n_requests, self.concurrency, timeout=v["timeout"] / 1000 * ts)
-        self.last = m
-        failed = [r for r in m.results if not r.ok]
-        if failed:
-            shown = failed[0]
-        else:
-            ordered = sorted(m.results, key=lambda r: r.latency)
-            shown = ordered[len(ordered) // 2]
-        self._update_figure(plots.waterfall(shown))
-        record = {**v, "success_rate": m.success_rate, "p50": m.p50, "p95": m.p95, "throughput": m.throughput,
-                  "shown": shown}
-        self.history.append(record)
-        self.summary.value = self._summary_html(m, shown)
-        return m
+            return measure(chain, self.n_requests, self.concurrency, timeout=timeout / 1000 * ts)
 
-    # ---- drawing
-    def _update_figure(self, new: go.Figure) -> None:
-        if self._fallback_out is not None:
-            self.figure = new
-            self._draw_fallback()
-            return
+    @staticmethod
+    def _shown(m: Measurement) -> CallResult:
+        """The request the waterfall shows: the first failed one, else the median one."""
+        failed = [r for r in m.results if not r.ok]
+        return failed[0] if failed else sorted(m.results, key=lambda r: r.latency)[len(m.results) // 2]
+
+    def _waterfall(self, m: Measurement) -> go.Figure:
+        return plots.waterfall(self._shown(m))
+
+    def _record(self, values: dict[str, Any], result: Any) -> dict[str, Any]:
+        m: Measurement = result
+        return {**values, "success_rate": m.success_rate, "p50": m.p50, "p95": m.p95,
+                "throughput": m.throughput, "shown": self._shown(m)}
+
+    def _redraw(self, new: go.Figure) -> None:
         fig = self.figure
         # One update per trace, not one batch for all: a batched restyle marks a property
         # that changed in one trace but not in another as "undefined" for the latter, and
@@ -274,26 +247,12 @@ class ChainExperiment:
         fig.update_layout(title=new.layout.title, height=new.layout.height,
                           yaxis_categoryarray=new.layout.yaxis.categoryarray)
 
-    def _draw_fallback(self) -> None:
-        from IPython import get_ipython
-
-        if get_ipython() is None:  # plain Python (tests, scripts): nothing to draw into
-            return
-        with self._fallback_out:
-            clear_output(wait=True)
-            display(self.figure)
-
-    def _summary_html(self, m: services.Measurement, shown: services.CallResult) -> str:
+    def _summary_html(self, m: Measurement) -> str:
+        shown = self._shown(m)
         ts_note = "" if self.time_scale == 1 else f" (TIME_SCALE {self.time_scale:g}: real times are scaled)"
         p50 = "n/a" if math.isnan(m.p50) else f"{m.p50 * 1000:.0f} ms"
         text = (f"<b>{m.ok_count}/{m.n} ok</b> &middot; p50 {p50} &middot; p95 {m.p95 * 1000:.0f} ms "
                 f"&middot; {m.throughput:.1f} ok/s{ts_note}")
         if not shown.ok:
-            text += f"<br><span style='color:#d62728'>{html.escape(shown.error)}</span>"
+            text += f"<br><span style='color:{style.TEXT_COLOR['error']}'>{html.escape(shown.error)}</span>"
         return text
-
-    def _ipython_display_(self) -> None:
-        display(self.widget)
-
-    def __repr__(self) -> str:
-        return f"<ChainExperiment {self.values()}>"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import services
+from helpers import costs, faults, lifecycle, resilience, services, stats
 from helpers.services import Monolith, measure, start_chain
 
 pytestmark = pytest.mark.timeout(60)
@@ -21,11 +21,15 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(autouse=True)
 def _nothing_left_behind():
     yield
-    services.stop_all()
+    lifecycle.stop_all("service")
 
 
 def _our_threads() -> list[str]:
-    return services.leftovers()["threads"]
+    return [name for name in lifecycle.course_threads() if name.startswith(services.THREAD_PREFIX)]
+
+
+def _running() -> list[object]:
+    return [entry.resource for entry in lifecycle.running("service")]
 
 
 # --------------------------------------------------------------------------- failures travel upstream
@@ -123,9 +127,9 @@ def test_sample_latency_matches_the_median_and_p99_asked_for():
     import random
 
     rng = random.Random(1)
-    samples = [services.sample_latency(rng, 0.0, 0.01, 0.1) for _ in range(20_000)]
-    assert services.percentile(samples, 50) == pytest.approx(0.01, rel=0.05)
-    assert services.percentile(samples, 99) == pytest.approx(0.1, rel=0.15)
+    samples = [faults.sample_latency(rng, 0.0, 0.01, 0.1) for _ in range(20_000)]
+    assert stats.percentile(samples, 50) == pytest.approx(0.01, rel=0.05)
+    assert stats.percentile(samples, 99) == pytest.approx(0.1, rel=0.15)
 
 
 # --------------------------------------------------------------------------- pools
@@ -179,15 +183,15 @@ def test_retries_at_every_level_multiply_the_load_on_the_failing_service():
 def test_client_retries_recover_some_calls_at_the_cost_of_extra_requests():
     with start_chain(2, seed=3) as chain:
         chain["svc-2"].configure(error_rate=0.5)
-        result = services.call_with_retries(chain, attempts=20)
+        result = resilience.call_with_retries(chain, attempts=20)
         assert result.ok and result.attempts == chain["svc-2"].received >= 1
 
 
 def test_an_open_breaker_fails_fast_without_calling():
     with start_chain(2, timeout=0.1) as chain:
         chain["svc-2"].configure(latency=1.0)
-        breaker = services.make_breaker(fail_max=2, reset_timeout=60)
-        results = [services.call_with_breaker(chain, breaker) for _ in range(6)]
+        breaker = resilience.make_breaker(fail_max=2, reset_timeout=60)
+        results = [resilience.call_with_breaker(chain, breaker) for _ in range(6)]
         assert not any(r.ok for r in results)
         assert [r.short_circuited for r in results] == [False, False, True, True, True, True]
         assert chain.edge.received == 2  # the breaker shed the other 4
@@ -210,14 +214,14 @@ def test_the_monolith_does_the_same_work_faster_than_one_hop():
 
 
 def test_local_operations_are_measured_and_not_instant():
-    base = services.call_overhead(10_000)
-    for d in (services.database_query(rows=5_000, repeats=2), services.cpu_work(n=20_000, repeats=2),
-              services.gc_pause(objects=20_000, repeats=2), services.disk_fsync(repeats=2)):
+    base = costs.call_overhead(10_000)
+    for d in (costs.database_query(rows=5_000, repeats=2), costs.cpu_work(n=20_000, repeats=2),
+              costs.gc_pause(objects=20_000, repeats=2), costs.disk_fsync(repeats=2)):
         assert len(d.samples) >= 2 and d.mean > 10 * base.median, d
-    contended = services.lock_contention(threads=3, hold=0.002, iterations=4)
-    alone = services.lock_contention(threads=1, hold=0.002, iterations=4)
+    contended = costs.lock_contention(threads=3, hold=0.002, iterations=4)
+    alone = costs.lock_contention(threads=1, hold=0.002, iterations=4)
     assert len(contended.samples) == 12 and contended.mean > 10 * alone.mean
-    assert services.format_duration(0.0000421) == "42.1 µs"
+    assert not [t for t in lifecycle.course_threads() if "contention" in t]  # joined before returning
 
 
 # --------------------------------------------------------------------------- validation
@@ -238,7 +242,7 @@ def test_local_operations_are_measured_and_not_instant():
 def test_bad_chain_parameters_raise_valueerror_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         start_chain(**kwargs)
-    assert services.running() == []
+    assert _running() == []
 
 
 def test_bad_parameters_elsewhere_raise_valueerror_naming_them():
@@ -256,13 +260,13 @@ def test_bad_parameters_elsewhere_raise_valueerror_naming_them():
         with pytest.raises(ValueError, match="timeout"):
             chain.call(timeout=-1)
         with pytest.raises(ValueError, match="attempts"):
-            services.call_with_retries(chain, attempts=0)
+            resilience.call_with_retries(chain, attempts=0)
         with pytest.raises(ValueError, match="fail_max"):
-            services.make_breaker(fail_max=0)
+            resilience.make_breaker(fail_max=0)
     with pytest.raises(ValueError, match="rows"):
-        services.database_query(rows=0)
+        costs.database_query(rows=0)
     with pytest.raises(ValueError, match="hold"):
-        services.lock_contention(hold=-1)
+        costs.lock_contention(hold=-1)
 
 
 # --------------------------------------------------------------------------- clean start and stop
@@ -272,13 +276,13 @@ def test_services_listen_on_loopback_only():
     with start_chain(2) as chain:
         for svc in chain:
             assert svc._server.server_address[0] == "127.0.0.1"
-        assert {svc.port for svc in chain} <= services.listening_ports()
+        assert {svc.port for svc in chain} <= lifecycle.listening_ports()
 
 
 def test_after_stop_no_listening_socket_and_no_thread_is_left():
     with start_chain(3, latency=0.02) as chain:
         ports = {svc.port for svc in chain}
-        assert ports <= services.listening_ports()
+        assert ports <= lifecycle.listening_ports()
         measure(chain, 12, concurrency=4)
         chain["svc-3"].configure(latency=5.0)  # requests asleep inside services when we stop
         sleepers = threading.Thread(target=lambda: chain.call(timeout=10), daemon=True)
@@ -287,17 +291,50 @@ def test_after_stop_no_listening_socket_and_no_thread_is_left():
         started = time.perf_counter()
     assert time.perf_counter() - started < 2.0  # stop cut the sleeping request short
     sleepers.join(timeout=2)
-    assert not (ports & services.listening_ports())
-    assert services.running() == []
+    assert not (ports & lifecycle.listening_ports())
+    assert _running() == []
     assert _our_threads() == []
-    assert services.leftovers() == {"services": [], "ports": [], "threads": []}
+    left = lifecycle.leftovers()
+    assert "service" not in left and left["ports"] == [], left
 
 
 def test_stop_all_stops_every_service_even_one_taken_down():
     a = start_chain(2)
     b = start_chain(1)
     a["svc-2"].take_down()
-    assert len(services.running()) == 3
-    assert services.stop_all() == 3
-    assert services.running() == [] and _our_threads() == []
-    assert not ({s.port for s in [*a, *b]} & services.listening_ports())
+    assert len(_running()) == 3 and all(svc.running for svc in [*a, *b])
+    assert lifecycle.stop_all("service") == 3
+    assert _running() == [] and _our_threads() == []
+    assert not any(svc.running for svc in [*a, *b])
+    assert not ({s.port for s in [*a, *b]} & lifecycle.listening_ports())
+
+
+def test_services_register_with_the_lifecycle_and_name_their_threads():
+    with start_chain(2) as chain:
+        entries = lifecycle.running("service")
+        assert [(e.name, e.resource) for e in entries] == [("svc-1", chain[0]), ("svc-2", chain[1])]
+        assert chain.call().ok
+        left = lifecycle.leftovers()
+        assert left["service"] == ["svc-1", "svc-2"]
+        assert set(left["ports"]) == {svc.port for svc in chain}  # noted with lifecycle.note_port
+        assert all(t.startswith(services.THREAD_PREFIX) for t in _our_threads())
+        assert services.THREAD_PREFIX.startswith(lifecycle.THREAD_PREFIX)
+    left = lifecycle.leftovers()
+    assert "service" not in left and left["ports"] == [] and _our_threads() == []
+
+
+def test_one_service_stops_fast_even_while_its_downstream_still_hangs():
+    # lifecycle.stop_all() stops newest first, but a service stopped on its own must not
+    # wait for a downstream that is still running: stop() cuts its open call short.
+    with start_chain(2, timeout=10.0) as chain:
+        chain["svc-2"].configure(latency=5.0)
+        caller = threading.Thread(target=lambda: chain.call(timeout=10), daemon=True)
+        caller.start()
+        time.sleep(0.2)
+        assert chain["svc-2"].received == 1
+        started = time.perf_counter()
+        chain.edge.stop()
+        assert time.perf_counter() - started < 1.5
+        assert not chain.edge.running and chain["svc-2"].running
+        assert not [t for t in _our_threads() if t.startswith(f"{services.THREAD_PREFIX}svc-1 ")]
+    caller.join(timeout=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import services, simulation
+from helpers import faults, lifecycle, simulation
 from helpers.services import measure, start_chain
 
 pytestmark = pytest.mark.timeout(60)
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(autouse=True)
 def _nothing_left_behind():
     yield
-    services.stop_all()
+    lifecycle.stop_all("service")
 
 
 def test_same_seed_same_result_and_another_seed_differs():
@@ -21,7 +21,7 @@ def test_same_seed_same_result_and_another_seed_differs():
     a = simulation.simulate_chain(5, 2000, seed=3, **kw)
     b = simulation.simulate_chain(5, 2000, seed=3, **kw)
     c = simulation.simulate_chain(5, 2000, seed=4, **kw)
-    assert a.latencies == b.latencies and a.ok == b.ok
+    assert a.latencies == b.latencies and a.successes == b.successes
     assert a.latencies != c.latencies
 
 
@@ -29,7 +29,7 @@ def test_the_model_draws_service_times_exactly_like_the_live_services():
     import random
 
     rng = random.Random(11)
-    expected = [services.sample_latency(rng, 0.002, 0.01, 0.1) for _ in range(50)]
+    expected = [faults.sample_latency(rng, 0.002, 0.01, 0.1) for _ in range(50)]
     r = simulation.simulate_chain(1, 50, latency=0.002, tail_median=0.01, tail_p99=0.1, seed=11)
     assert r.latencies == pytest.approx(expected, rel=1e-9)
 

@@ -6,14 +6,18 @@ the group joins (about 3 s each, in parallel) happen once.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import psutil
 import pytest
 
-from helpers import eventplots, services, workflow
+from helpers import coupling, eventplots, experiments, lifecycle, results, workflow
 from helpers.events import order_placed
+from helpers.events import publish as events_publish
+from helpers.eventservices import EventService
+from helpers.wait import wait_until
 
 PAY, SHIP = 0.05, 0.03  # seconds of work per order (TIME_SCALE 0.1 of 0.5 s and 0.3 s)
 
@@ -40,7 +44,7 @@ def default_delays(request):
 
 def test_publish_waits_for_the_ack_never_for_processing(wf):
     wf.payment.processing_delay = 0.1
-    t = workflow.measure_publish(wf, n=10)
+    t = experiments.measure_publish(wf, n=10)
     print(t.summary())
     assert t.n == 10 and len(t.processed_s) == 10
     assert t.send_p50 < t.ack_p50, "send() only hands the event over; the ack takes a round trip"
@@ -55,12 +59,12 @@ def test_publish_waits_for_the_ack_never_for_processing(wf):
 def test_independent_groups_each_read_every_event(kafka):
     topic = kafka.create_topic(prefix="facts")
     published = workflow.publish_orders(kafka, topic, 6)
-    fan = workflow.fan_out(kafka, topic, published, ["billing", "emails"])
+    fan = experiments.fan_out(kafka, topic, published, ["billing", "emails"])
     print(fan.summary())
     assert fan.complete
     assert all(sorted(ids) == sorted(e.event_id for e in published) for ids in fan.received.values())
     assert len(set(fan.groups.values())) == 2, "two different consumer groups"
-    assert workflow.running() == [] or all(s.name not in ("billing", "emails") for s in workflow.running())
+    assert not {"billing", "emails"} & {e.name for e in lifecycle.running("event-service")}, "both stopped"
 
 
 def test_fan_out_reports_a_missing_event_as_a_timeout(kafka):
@@ -68,14 +72,14 @@ def test_fan_out_reports_a_missing_event_as_a_timeout(kafka):
     published = workflow.publish_orders(kafka, topic, 2)
     never_published = order_placed("ghost", 1.0)
     with pytest.raises(TimeoutError, match="2 of 3"):
-        workflow.fan_out(kafka, topic, [*published, never_published], ["billing"], timeout=6)
+        experiments.fan_out(kafka, topic, [*published, never_published], ["billing"], timeout=6)
 
 
 # --------------------------------------------------------------------------- C7
 
 
 def test_consumers_process_at_their_own_pace(wf):
-    pace = workflow.measure_pace(wf, n=20)
+    pace = experiments.measure_pace(wf, n=20)
     print(pace.summary())
     done = pace.done_s
     assert set(done) == {"payments", "shipping", "analytics"}
@@ -90,7 +94,7 @@ def test_consumers_process_at_their_own_pace(wf):
 
 def test_watch_for_finds_the_correlated_result(wf, kafka):
     placed = wf.place_order(amount=30)
-    result = workflow.watch_for(kafka, wf.topics.shipments, placed.correlation_id, workflow.ORDER_SHIPPED,
+    result = results.watch_for(kafka, wf.topics.shipments, placed.correlation_id, workflow.ORDER_SHIPPED,
                                 timeout=20)
     print(result)
     assert result.found and result.status == "found"
@@ -102,19 +106,19 @@ def test_watch_for_finds_the_correlated_result(wf, kafka):
 def test_watch_for_times_out_cleanly_with_pending(wf, kafka):
     declined = wf.place_order(amount=500)  # over decline_above: never shipped
     t0 = time.monotonic()
-    result = workflow.watch_for(kafka, wf.topics.shipments, declined.correlation_id, workflow.ORDER_SHIPPED,
+    result = results.watch_for(kafka, wf.topics.shipments, declined.correlation_id, workflow.ORDER_SHIPPED,
                                 timeout=0.5)
     print(result)
     assert not result and result.status == "pending" and result.event is None
     assert 0.5 <= result.waited_s < 5 and time.monotonic() - t0 < 5
     assert "pending" in str(result)
-    why = workflow.watch_for(kafka, wf.topics.payments, declined.correlation_id,
+    why = results.watch_for(kafka, wf.topics.payments, declined.correlation_id,
                              [workflow.PAYMENT_PROCESSED, workflow.PAYMENT_DECLINED], timeout=20)
     assert why.found and why.event.type == workflow.PAYMENT_DECLINED
 
 
 def test_track_orders_follows_each_order_to_its_outcome(wf):
-    tracks = workflow.track_orders(wf, [20, 500, 30], deadline=3)
+    tracks = results.track_orders(wf, [20, 500, 30], deadline=3)
     print([(t.order_id, t.outcome, {k: round(v * 1000) for k, v in t.times().items()}) for t in tracks])
     assert [t.outcome for t in tracks] == ["shipped", "declined", "shipped"]
     shipped = tracks[0].times()
@@ -128,7 +132,7 @@ def test_track_orders_follows_each_order_to_its_outcome(wf):
 
 
 def test_naive_reads_are_stale_and_waiting_for_the_result_is_not(wf):
-    report = workflow.stale_reads(wf, n=8, deadline=5)
+    report = experiments.stale_reads(wf, n=8, deadline=5)
     print(report.summary())
     naive, corrected = report.naive_counts, report.corrected_counts
     assert report.stale >= 6, "reading the read model right after publishing sees old state"
@@ -145,7 +149,7 @@ def test_naive_reads_are_stale_and_waiting_for_the_result_is_not(wf):
 
 def test_a_short_deadline_gives_pending_not_wrong(wf):
     wf.payment.processing_delay = 0.3
-    report = workflow.stale_reads(wf, n=3, deadline=0.05, decline_every=3)
+    report = experiments.stale_reads(wf, n=3, deadline=0.05, decline_every=3)
     print(report.summary())
     assert report.corrected_counts["pending"] >= 2 and report.corrected_counts["wrong"] == 0
     assert report.naive[-1].truth == "declined"
@@ -155,7 +159,7 @@ def test_a_short_deadline_gives_pending_not_wrong(wf):
 
 
 def test_events_free_the_producer(wf):
-    run = workflow.compare_coupling(wf, n_orders=30, workers=4)
+    run = coupling.compare_coupling(wf, n_orders=30, workers=4)
     print(run.summary())
     assert run.sync_ok == run.events_ok == 30
     assert run.ratio > 3, f"events should be much faster for the producer, got {run.ratio:.1f}x"
@@ -168,7 +172,7 @@ def test_events_free_the_producer(wf):
     assert peak["events_threads"] == 1 and 1 <= peak["events_pending"] <= 30, peak
     assert run.consumers_done_s >= 30 * PAY, "the consumers still did all the work, later"
     assert run.consumers_done_s > 3 * run.events_window[1]
-    assert services.leftovers() == {"services": [], "ports": [], "threads": []}
+    assert not lifecycle.running("service") and not lifecycle.leftovers()["ports"], "the HTTP chain is stopped"
     eventplots.coupling_figure(run)
 
 
@@ -214,29 +218,29 @@ def test_bad_parameters_raise_value_error_naming_them(kafka, wf):
         (lambda: workflow.OrderWorkflow(kafka, shipping_delay=float("nan")), "shipping_delay"),
         (lambda: workflow.OrderWorkflow(kafka, partitions=0), "partitions"),
         (lambda: workflow.OrderWorkflow(kafka, extras={"analytics": -2}), "extras"),
-        (lambda: workflow.EventService(kafka, "", "t"), "name"),
-        (lambda: workflow.EventService(kafka, "svc", []), "topics"),
-        (lambda: workflow.EventService(kafka, "my service", "t"), "name"),
-        (lambda: workflow.fan_out(kafka, "t", [order_placed("x", 1)], ["e mails"]), "labels"),
+        (lambda: EventService(kafka, "", "t"), "name"),
+        (lambda: EventService(kafka, "svc", []), "topics"),
+        (lambda: EventService(kafka, "my service", "t"), "name"),
+        (lambda: experiments.fan_out(kafka, "t", [order_placed("x", 1)], ["e mails"]), "labels"),
         (lambda: workflow.OrderWorkflow(kafka, extras={"a b": 0.0}), "extras"),
-        (lambda: workflow.EventService(kafka, "svc", "t", processing_delay=-0.1), "processing_delay"),
+        (lambda: EventService(kafka, "svc", "t", processing_delay=-0.1), "processing_delay"),
         (lambda: setattr(wf.payment, "processing_delay", -1), "processing_delay"),
-        (lambda: workflow.measure_publish(wf, n=0), "n"),
-        (lambda: workflow.measure_pace(wf, n=1.5), "n"),
-        (lambda: workflow.compare_coupling(wf, n_orders=0), "n_orders"),
-        (lambda: workflow.compare_coupling(wf, workers=0), "workers"),
-        (lambda: workflow.compare_coupling(wf, workers=1000), "workers"),
-        (lambda: workflow.compare_coupling(wf, sample_every=0), "sample_every"),
-        (lambda: workflow.watch_for(kafka, wf.topics.shipments, "abc", "OrderShipped", timeout=0), "timeout"),
-        (lambda: workflow.watch_for(kafka, wf.topics.shipments, "", "OrderShipped"), "correlation_id"),
-        (lambda: workflow.watch_for(kafka, wf.topics.shipments, "abc", []), "type"),
-        (lambda: workflow.watch_for(kafka, "", "abc", "OrderShipped"), "topic"),
-        (lambda: workflow.stale_reads(wf, n=0), "n"),
-        (lambda: workflow.stale_reads(wf, read_after=-1), "read_after"),
-        (lambda: workflow.stale_reads(wf, deadline=float("inf")), "deadline"),
-        (lambda: workflow.track_orders(wf, []), "amounts"),
-        (lambda: workflow.fan_out(kafka, "t", [], ["a"]), "published"),
-        (lambda: workflow.fan_out(kafka, "t", [order_placed("x", 1)], ["a", "a"]), "labels"),
+        (lambda: experiments.measure_publish(wf, n=0), "n"),
+        (lambda: experiments.measure_pace(wf, n=1.5), "n"),
+        (lambda: coupling.compare_coupling(wf, n_orders=0), "n_orders"),
+        (lambda: coupling.compare_coupling(wf, workers=0), "workers"),
+        (lambda: coupling.compare_coupling(wf, workers=1000), "workers"),
+        (lambda: coupling.compare_coupling(wf, sample_every=0), "sample_every"),
+        (lambda: results.watch_for(kafka, wf.topics.shipments, "abc", "OrderShipped", timeout=0), "timeout"),
+        (lambda: results.watch_for(kafka, wf.topics.shipments, "", "OrderShipped"), "correlation_id"),
+        (lambda: results.watch_for(kafka, wf.topics.shipments, "abc", []), "type"),
+        (lambda: results.watch_for(kafka, "", "abc", "OrderShipped"), "topic"),
+        (lambda: experiments.stale_reads(wf, n=0), "n"),
+        (lambda: experiments.stale_reads(wf, read_after=-1), "read_after"),
+        (lambda: experiments.stale_reads(wf, deadline=float("inf")), "deadline"),
+        (lambda: results.track_orders(wf, []), "amounts"),
+        (lambda: experiments.fan_out(kafka, "t", [], ["a"]), "published"),
+        (lambda: experiments.fan_out(kafka, "t", [order_placed("x", 1)], ["a", "a"]), "labels"),
         (lambda: workflow.publish_orders(kafka, "t", 0), "n"),
         (lambda: workflow.create_topics(kafka, partitions=0), "partitions"),
         (lambda: eventplots.pace_experiment(wf, 0, run_now=False), "time_scale"),
@@ -245,7 +249,7 @@ def test_bad_parameters_raise_value_error_naming_them(kafka, wf):
         with pytest.raises(ValueError, match=name):
             call()
     with pytest.raises(ValueError, match="read model"):
-        workflow.stale_reads(workflow.OrderWorkflow(kafka), n=1)
+        experiments.stale_reads(workflow.OrderWorkflow(kafka), n=1)
 
 
 # --------------------------------------------------------------------------- nothing left running
@@ -262,19 +266,107 @@ def test_nothing_is_left_running_after_stop(kafka):
     conns_before = _established(proc)
     flow = workflow.OrderWorkflow(kafka, payment_delay=0.01, view=True, extras={"emails": 0.0}).start()
     placed = flow.place_order()
-    assert workflow.watch_for(kafka, flow.topics.shipments, placed.correlation_id, workflow.ORDER_SHIPPED, timeout=20)
+    assert results.watch_for(kafka, flow.topics.shipments, placed.correlation_id, workflow.ORDER_SHIPPED, timeout=20)
     mine = flow.services
     assert all(s.running for s in mine) and _established(proc) > conns_before
+    registered = {id(e.resource) for e in lifecycle.running()}
+    assert id(flow) in registered and all(id(s) in registered for s in mine), "the workflow and its services register"
+    started = [t.name for t in threading.enumerate() if t.ident not in threads_before]
+    assert all(n.startswith((lifecycle.THREAD_PREFIX, *lifecycle.KAFKA_THREAD_PREFIXES)) for n in started), started
     flow.stop()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def all_gone() -> bool:
         new_threads = [t.name for t in threading.enumerate() if t.ident not in threads_before]
-        if not new_threads and _established(proc) <= conns_before:
-            break
-        time.sleep(0.1)
+        return not new_threads and _established(proc) <= conns_before
+
+    wait_until(all_gone, 10, "the workflow's threads and connections to end", strict=False)
     assert not any(s.running for s in mine)
     assert [t.name for t in threading.enumerate() if t.ident not in threads_before] == []
     assert _established(proc) <= conns_before
-    assert all(s not in workflow.running() for s in mine)
+    registered = {id(e.resource) for e in lifecycle.running()}
+    assert id(flow) not in registered and not any(id(s) in registered for s in mine)
     assert flow.producer is None
     flow.stop()  # stopping twice is harmless
+
+
+def test_workflow_services_and_watcher_register_by_kind_until_stopped(kafka):
+    flow = workflow.OrderWorkflow(kafka).start()
+    try:
+        with results.ResultWatcher(kafka, flow.topics.shipments) as watcher:
+            kinds = {id(e.resource): e.kind for e in lifecycle.running()}
+            assert kinds[id(flow)] == "workflow" and kinds[id(watcher)] == "watcher"
+            assert all(kinds[id(s)] == "event-service" for s in flow.services)
+            assert watcher.wait_ready(1).ready, "a watcher has no group to join"
+    finally:
+        flow.stop()
+    registered = {id(e.resource) for e in lifecycle.running()}
+    assert not registered & {id(flow), id(watcher), *map(id, flow.services)}, "stop() unregisters"
+
+
+# --------------------------------------------------------------------------- the service, reused
+
+
+class Fulfilment(EventService):
+    """Lab 5's back office as a subclass: per-order delay, results out of order, no copy of the loop."""
+
+    def __init__(self, kafka, orders, results_topic, *, fast, slow):
+        self.results_topic, self.fast, self.slow = results_topic, fast, slow
+        super().__init__(kafka, "fulfilment", orders, types=workflow.ORDER_PLACED, workers=None, use_group=False)
+
+    def delay_for(self, event):
+        return self.slow if event.payload["items"] > 3 else self.fast
+
+    def handle(self, event):
+        return [(self.results_topic, event.follow(workflow.ORDER_SHIPPED, {"order_id": event.key}))]
+
+
+def test_a_subclass_sets_the_delay_per_event_and_a_slow_one_holds_up_no_other(kafka):
+    orders, shipped = kafka.create_topic(prefix="lab-orders"), kafka.create_topic(prefix="lab-results")
+    big, small = order_placed("big", 10.0, items=5), order_placed("small", 10.0, items=1)
+    with Fulfilment(kafka, orders, shipped, fast=0.05, slow=0.6) as office:
+        assert office.wait_ready(1).ready, "no group to join: ready at once"
+        producer = kafka.producer()
+        try:
+            for e in (big, small):
+                events_publish(producer, orders, e)
+            producer.flush()
+        finally:
+            producer.close()
+        done = office.wait_for([big.event_id, small.event_id], 20)
+        with results.ResultWatcher(kafka, shipped) as watcher:
+            assert watcher.wait(small.event_id, timeout=10).found and watcher.wait(big.event_id, timeout=10).found
+    assert done[1].t < done[0].t, "the small order, placed second, was done first"
+    assert done[0].t - done[1].t > 0.3, "each on its own clock: the big one took its 0.6 s"
+    assert not office.running and office.group_id is None
+
+
+def test_one_worker_takes_the_events_in_turn_and_commits_what_it_processed(kafka):
+    topic = kafka.create_topic(prefix="turns")
+    published = workflow.publish_orders(kafka, topic, 4)
+    with EventService(kafka, "turns", topic, processing_delay=0.1) as svc:
+        handled = svc.wait_for([e.event_id for e in published], 20)
+    gaps = [b.t - a.t for a, b in itertools.pairwise(handled)]
+    assert all(g >= 0.09 for g in gaps), f"one worker: 0.1 s apart, got {gaps}"
+    with EventService(kafka, "turns", topic, group_id=svc.group_id) as again:  # same group: resumes after commits
+        again.wait_ready()
+        more = workflow.publish_orders(kafka, topic, 1, prefix="later")
+        again.wait_for([more[0].event_id], 20)
+        assert [h.event.event_id for h in again.handled] == [more[0].event_id], "nothing processed twice"
+
+
+def test_offsets_are_committed_only_up_to_the_first_unfinished_one():
+    from kafka import TopicPartition
+
+    from helpers.eventservices import _Work  # the loop's bookkeeping, without a broker
+
+    work, tp = _Work(workers=None), TopicPartition("t", 0)
+    for offset, delay in ((0, 0.5), (1, 0.0), (2, 0.0)):
+        work.read(tp, offset)
+        work.schedule(tp, None, order_placed(f"o{offset}", 1.0), delay, now=100.0)
+    assert [e.key for _, _, e in work.due(100.0)] == ["o1", "o2"], "quick ones first"
+    work.finish(tp, 1)
+    work.finish(tp, 2)
+    assert work.committable()[tp].offset == 0, "offset 0 is still being worked on: commit nothing past it"
+    assert [e.key for _, _, e in work.due(100.5)] == ["o0"]
+    work.finish(tp, 0)
+    assert work.committable()[tp].offset == 3 and work.committable() == {}, "then all three, once"

@@ -1,6 +1,6 @@
-"""Entry point for ``python -m helpers``."""
+"""Entry point for ``python -m helpers`` (the course's command line, :mod:`helpers.tooling.cli`)."""
 import sys
 
-from .cli import main
+from .tooling.cli import main
 
 sys.exit(main())

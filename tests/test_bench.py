@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.tooling.paths import ROOT
 
 
 def _tansu_under(folder: Path) -> list[int]:
@@ -43,6 +43,7 @@ def test_bench_quick_writes_the_json_and_prints_the_table(tmp_path):
         "group_first_message_seconds": ["seconds"],
         "producer_throughput": ["fire_and_forget_per_s", "acked_each_per_s", "acked_each_linger0_per_s", "ratio"],
         "sync_vs_events": ["sync_per_s", "events_per_s", "ratio", "orders"],
+        "lag_sampling": ["points_per_s", "points"],
         "memory": ["broker_rss_mb"],
     }
     for section, keys in positive.items():
@@ -53,7 +54,8 @@ def test_bench_quick_writes_the_json_and_prints_the_table(tmp_path):
     assert data["sync_vs_events"]["method"]
 
     for label in ("embedded broker: time to ready", "consumer group: time to first message",
-                  "producer: ratio fire-and-forget / acked", "lesson 5: ratio events / synchronous"):
+                  "producer: ratio fire-and-forget / acked", "lesson 5: ratio events / synchronous",
+                  "lag monitor: points a second"):
         assert label in result.stdout, result.stdout
     assert _tansu_under(scratch) == [], "the bench left a broker running"
 

@@ -1,16 +1,18 @@
-"""The command line: doctor, broker, run. Each runs as a learner would run it."""
+"""The command line: doctor, broker, run. Each runs as a learner would run it. A user's
+mistake is a message and exit code 2; a bug is a traceback."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.tooling import cli
+from helpers.tooling.paths import ROOT
 
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
@@ -106,3 +108,68 @@ def test_start_serves_jupyterlab_on_loopback_with_the_first_lesson(kafka, tmp_pa
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
     assert "Kafka:" in output and f"127.0.0.1:{port}" in output
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["run", "--bogus"], {}, "unrecognized arguments: --bogus"),
+    (["run", "lessons/no_such_lesson.ipynb"], {}, "no_such_lesson.ipynb is not a notebook"),
+    (["run", "README.md"], {}, "README.md is not a notebook"),
+    (["run", "lessons/00_welcome.ipynb", "--time-scale", "0"], {}, "time_scale must be > 0"),
+    (["run", "--time-scale", "fast"], {}, "invalid float value: 'fast'"),
+    (["run", "lessons/00_welcome.ipynb"], {"KAFKA_BOOTSTRAP_SERVERS": "no port here"}, "KAFKA_BOOTSTRAP_SERVERS"),
+    (["labs", "rebuild"], {}, "invalid choice: 'rebuild'"),
+    (["strip", "lessons/no_such_lesson.ipynb"], {}, "no such notebook"),
+    (["bench", "--time-scale", "-1"], {}, "time_scale must be > 0"),
+    (["lint-everything"], {}, "invalid choice: 'lint-everything'"),
+    ([], {}, "required: COMMAND"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_a_users_mistake_is_a_message_and_exit_2_without_a_traceback(args, env, says):
+    out, _ = _cli(*args, env=env, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert says in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def _command_module(folder, body: str) -> str:
+    """A subcommand module in ``folder`` whose run() executes ``body``."""
+    (folder / "course_test_command.py").write_text(textwrap.dedent(f"""
+        from helpers.tooling import UsageError
+
+        def add_arguments(parser):
+            parser.add_argument("--what", default="")
+
+        def run(args):
+            {body}
+    """))
+    return "course_test_command"
+
+
+@pytest.mark.parametrize("body, code, says", [
+    ("raise ValueError(f'a bug, not the user: {args.what}')", 1, "Traceback"),
+    ("raise UsageError(f'what must be sensible, got {args.what!r}')", 2, "error: what must be sensible, got 'x'"),
+    ("return 0 if args.what == 'x' else 1", 0, ""),
+])
+def test_a_command_added_to_the_table_runs_and_only_a_bug_shows_a_traceback(tmp_path, body, code, says):
+    module = _command_module(tmp_path, body)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from helpers.tooling import cli
+        cli.COMMANDS += (cli.Command("try-me", {module!r}, "a test command"),)
+        sys.exit(cli.main(["try-me", "--what", "x"]))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == code, out.stdout + out.stderr
+    assert says in out.stderr
+    if code == 1:
+        assert "ValueError: a bug, not the user: x" in out.stderr
+
+
+def test_every_command_of_the_table_has_its_module_and_help_needs_none_of_them():
+    required = {"labs": ["build"], "broker": ["status"], "slides": ["check"]}  # their positional choices
+    for command in cli.COMMANDS:
+        parser = cli.build_parser(command.name)
+        assert callable(parser.parse_args([command.name, *required.get(command.name, [])]).run)
+    out, _ = _cli("--help", timeout=60)
+    assert out.returncode == 0
+    for command in cli.COMMANDS:
+        assert command.name in out.stdout

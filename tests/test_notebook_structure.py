@@ -8,14 +8,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers.notebooks import CLAIM_LESSONS, ROOT, all_notebooks, claim_problems, is_stripped, tags
+from helpers.tooling.lint import all_notebooks, claim_problems, claims, is_stripped, required_claims, tags
+from helpers.tooling.paths import ROOT
 
 LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
 LAB_NOTEBOOKS = sorted((ROOT / "labs").glob("*.ipynb")) + sorted((ROOT / "labs" / "solutions").glob("*.ipynb"))
 COURSE_NOTEBOOKS = LESSONS + LAB_NOTEBOOKS
 EXPECTED_LESSONS = ["00_welcome", "01_synchronous_calls", "02_cascading_failures", "03_cascading_delays",
                     "04_asynchronous_events", "05_temporal_coupling", "06_increased_reliability",
-                    "07_slow_consumers", "08_embracing_async"]
+                    "07_slow_consumers", "08_embracing_async", "09_price_of_asynchrony"]
 NAV = re.compile(r"\[[^\]]*Contents[^\]]*\]\(([^)]+)\)")
 LINK = re.compile(r"\]\(([^)#\s]+\.ipynb)\)")
 
@@ -74,15 +75,61 @@ def test_parameters_cell_holds_plain_assignments_and_time_scale(path):
     assert "time_scale(TIME_SCALE)" in code, "TIME_SCALE must go through helpers.time_scale()"
 
 
-@pytest.mark.parametrize("claim", CLAIM_LESSONS)
+CLAIMS = claims()
+
+
+@pytest.mark.parametrize("claim", required_claims())
 def test_claim_is_tagged_and_followed_by_an_assertion_on_a_measurement(claim):
     problems = claim_problems(LESSONS, claim)
     assert not problems, "\n".join(problems)
 
 
+def test_the_claims_table_lists_c1_to_c20_and_only_requires_claims_whose_lesson_exists(tmp_path):
+    assert list(CLAIMS) == [f"C{i}" for i in range(1, 21)]
+    assert CLAIMS["C1"].lessons == ("01", "02") and CLAIMS["C7"].lessons == ("04", "05")
+    required = required_claims()
+    for claim in CLAIMS.values():
+        exists = any((ROOT / "lessons").glob(f"{claim.lessons[0]}_*.ipynb"))
+        assert (claim.id in required) == exists, claim
+    # A lesson written later makes its claims required.
+    lessons = tmp_path / "lessons"
+    lessons.mkdir()
+    (lessons / "09_the_price.ipynb").write_text("{}")
+    assert required_claims(lessons_dir=lessons) == ["C16", "C17", "C18", "C19", "C20"]
+
+
+def test_a_malformed_claims_row_is_named(tmp_path):
+    table = tmp_path / "claims.md"
+    table.write_text("| id | claim | lesson |\n|---|---|---|\n| C1 | fine | 1 |\n| C2 | no lesson |  |\n")
+    with pytest.raises(ValueError, match="line 4"):
+        claims(table)
+
+
+@pytest.mark.parametrize("check, says", [
+    ('verdicts.check("C3", ratio > 2, {"ratio": ratio}, expected="more than 2x")', None),
+    ('verdicts.check("C3", {"slower": deep.p50 > shallow.p50, "all answered": ok == n}, {}, expected="x")', None),
+    ("assert measured.p99 > 2 * baseline.p99", None),
+    ('verdicts.check("C3", True, {"ratio": ratio}, expected="x")', "compares constants only"),
+    ('verdicts.check("C3", {"slower": deep > 1, "always": True}, {}, expected="x")', "compares constants only"),
+    ('verdicts.check("C4", ratio > 2, {}, expected="x")', "another claim (\'C4\')"),
+    ("print(ratio)", "must assert"),
+])
+def test_a_claim_check_asserts_or_gives_a_verdict_on_measured_values(tmp_path, check, says):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("ratio = measure()", metadata={"tags": ["claim-C3"]}),
+                nbformat.v4.new_code_cell(f"# check: C3\n{check}")]
+    path = tmp_path / "03_lesson.ipynb"
+    nbformat.write(nb, path)
+    problems = claim_problems([path], "C3")
+    if says is None:
+        assert problems == []
+    else:
+        assert any(says in p for p in problems), problems
+
+
 def test_claim_check_fails_when_a_tag_disappears(tmp_path):
     """The claim test is not vacuous: removing a tag, or a check's measured value, is caught."""
-    tagged = next(((p, c) for p in LESSONS for c in CLAIM_LESSONS if CLAIM_LESSONS[c][0] == p.stem[:2]
+    tagged = next(((p, c) for p in LESSONS for c in required_claims() if CLAIMS[c].lessons[0] == p.stem[:2]
                    and any(f"claim-{c}" in tags(cell) for cell in _read(p).cells)), None)
     if tagged is None:
         pytest.fail("no lesson tags any claim")

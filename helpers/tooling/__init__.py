@@ -2,3 +2,22 @@
 generator, the notebook lint (and launch links, slides, the site). Learner modules
 in ``helpers/`` never import this package (a test checks the import graph).
 """
+from __future__ import annotations
+
+from ..broker import connect
+from ..clients import Kafka
+
+
+class UsageError(Exception):
+    """A user's mistake on the command line (a bad value, an unknown notebook, a malformed
+    Kafka setting): the CLI prints the message and exits 2, without a traceback.
+    Anything else is a bug."""
+
+
+def connect_kafka(*, quiet: bool = True) -> Kafka:
+    """:func:`helpers.connect` for a command: a malformed Kafka setting is a UsageError
+    (an unreachable Kafka raises BrokerUnavailable, which names the fix)."""
+    try:
+        return connect(quiet=quiet)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

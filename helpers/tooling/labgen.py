@@ -26,7 +26,8 @@ Cells tagged ``hint`` are kept in both. Outputs are stripped. Relative links are
 written so they work from each notebook's folder (a link to a sibling source points
 to the sibling generated notebook of the same kind). ``python -m helpers labs build``
 regenerates; ``python -m helpers labs check`` exits 1 when a generated notebook is
-out of date with its source (a test runs the same check).
+out of date with its source (a test runs the same check), 2 when a source's markers
+do not pair up.
 """
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
-LABS_DIR = ROOT / "labs"
+from .lint import strip_cell, tags
+from .paths import LABS
+
+LABS_DIR = LABS
 BEGIN, END, STUB = "### BEGIN SOLUTION", "### END SOLUTION", "### STUB:"
 TODO = "# TODO: your code here"
 NOT_IMPLEMENTED = 'raise NotImplementedError("your code here: replace this line")'
@@ -51,14 +54,12 @@ class LabSourceError(ValueError):
     """A source notebook whose solution markers do not pair up; the message names the cell."""
 
 
-def _tags(cell) -> list[str]:
-    return list(cell.get("metadata", {}).get("tags", []))
-
-
 def _split_regions(source: str, where: str) -> tuple[list[str], list[str], bool]:
     """(learner lines, solution lines, had a region) of one code cell's source."""
-    learner, solution = [], []
-    inside, stub, indent, found = False, None, "", False
+    learner: list[str] = []
+    solution: list[str] = []
+    stub: list[str] | None = None
+    inside, indent, found = False, "", False
     for number, line in enumerate(source.splitlines(), 1):
         stripped = line.strip()
         if stripped == BEGIN:
@@ -84,7 +85,7 @@ def _split_regions(source: str, where: str) -> tuple[list[str], list[str], bool]
 
 def _relink(text: str, source_dir: Path, out_dir: Path) -> str:
     """Rewrite relative .ipynb links written for ``source_dir`` so they work from ``out_dir``."""
-    def repl(match: re.Match) -> str:
+    def repl(match: re.Match[str]) -> str:
         prefix, target, anchor = match.group(1), match.group(2), match.group(3) or ""
         if "://" in target or target.startswith("/"):
             return match.group(0)
@@ -105,14 +106,6 @@ def _solution_details(code: str, cell_id: str) -> nbformat.NotebookNode:
     return cell
 
 
-def _strip(cell) -> None:
-    if cell.cell_type == "code":
-        cell.outputs, cell.execution_count = [], None
-    cell.metadata.pop("execution", None)
-    cell.metadata.pop("collapsed", None)
-    cell.metadata.pop("scrolled", None)
-
-
 def generate(source: Path | str, labs_dir: Path | str | None = None
              ) -> tuple[nbformat.NotebookNode, nbformat.NotebookNode]:
     """(learner notebook, solution notebook) made from the source notebook at ``source``."""
@@ -125,9 +118,9 @@ def generate(source: Path | str, labs_dir: Path | str | None = None
     checked = False  # the task's check has passed by: reveal after its hints
     dirs = {"learner": labs_dir, "solution": labs_dir / "solutions"}
     for index, cell in enumerate(src.cells):
-        tags = _tags(cell)
+        cell_tags = tags(cell)
         where = f"{source.name}, cell {index}"
-        if checked and "hint" not in tags:
+        if checked and "hint" not in cell_tags:
             learner.cells.extend(pending_reveal)
             pending_reveal, checked = [], False
         learn_cell, sol_cell = copy.deepcopy(cell), copy.deepcopy(cell)
@@ -143,12 +136,12 @@ def generate(source: Path | str, labs_dir: Path | str | None = None
             learn_cell.source = _relink(cell.source, source.parent, dirs["learner"])
             sol_cell.source = _relink(cell.source, source.parent, dirs["solution"])
         for c in (learn_cell, sol_cell):
-            _strip(c)
+            strip_cell(c)
         solution.cells.append(sol_cell)
-        if "solution" not in tags:
+        if "solution" not in cell_tags:
             learner.cells.append(learn_cell)
         # The solution is revealed after the task's check and its hints (or at the end).
-        if "check" in tags and pending_reveal:
+        if "check" in cell_tags and pending_reveal:
             checked = True
         if reveal is not None:
             pending_reveal.append(reveal)
@@ -214,14 +207,15 @@ def out_of_date(labs_dir: Path | str = LABS_DIR) -> list[Path]:
     return sorted(stale)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers labs build|check``."""
-    parser = argparse.ArgumentParser(prog="python -m helpers labs",
-                                     description="Generate learner and solution notebooks from labs/sources.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``build`` or ``check`` (and a hidden ``--labs-dir`` for tests)."""
     parser.add_argument("action", choices=["build", "check"],
                         help="build: write labs/*.ipynb and labs/solutions/*.ipynb; check: exit 1 if out of date")
     parser.add_argument("--labs-dir", default=str(LABS_DIR), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 built or up to date, 1 out of date, 2 a source whose markers do not pair up."""
     labs_dir = Path(args.labs_dir)
     try:
         if args.action == "build":
@@ -243,5 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: list[str] | None = None) -> int:
+    """``labs build|check`` on its own (tests call it with ``--labs-dir``)."""
+    parser = argparse.ArgumentParser(prog="python -m helpers labs", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -3,14 +3,15 @@
 It measures, on this machine:
 
 - execution seconds of every lesson and lab solution at CI parameters (TIME_SCALE 0.1,
-  papermill via :mod:`helpers.runner`), and the total;
+  papermill via :mod:`helpers.tooling.runner`), and the total;
 - the embedded broker's time to ready (fresh brokers in temporary state directories);
 - a consumer group's time to its first message with the teaching settings;
 - producer throughput: fire-and-forget sends (one flush at the end) against waiting for
   every acknowledgement, and their ratio;
-- lesson 5's comparison (:func:`helpers.workflow.compare_coupling`): orders through a
+- lesson 5's comparison (:func:`helpers.coupling.compare_coupling`): orders through a
   synchronous chain of HTTP services (callers wait for each answer) against publishing one
   event per order (the producer waits only for the broker), and their ratio;
+- how many points a second a lag monitor delivers (what a live lag chart can draw);
 - peak memory (RSS) of a notebook kernel (with anything it started) plus the broker while
   the notebooks run, and which notebook was the heaviest (Binder gives 1-2 GB).
 
@@ -23,24 +24,35 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from . import broker, runner
-from .params import ENV_TIME_SCALE, check_int, check_positive
+import psutil
+from kafka import KafkaConsumer
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_JSON = ROOT / "build" / "bench.json"
-RUN_DIR = ROOT / "build" / "bench" / "run"
+from .. import events, workflow
+from ..clients import Kafka, delete_topic, unique_name
+from ..coupling import compare_coupling
+from ..embedded import ENV_STATE_DIR, start_embedded, stop_embedded
+from ..lag import LagMonitor
+from ..params import ENV_TIME_SCALE, check_int, check_positive
+from ..wait import wait_until
+from . import connect_kafka, runner
+from .paths import BUILD, ROOT
+
+DEFAULT_JSON = BUILD / "bench.json"
+RUN_DIR = BUILD / "bench" / "run"
 MB = 1024 * 1024
 
 #: Sizes, chosen so the whole benchmark (without notebooks) takes well under a minute.
@@ -51,8 +63,8 @@ ACKED_MESSAGES = 300
 ORDERS = 20
 PAYMENT_S, SHIPPING_S = 0.5, 0.3  # work per order at TIME_SCALE 1 (as tests/test_workflow.py); times --time-scale
 SYNC_WORKERS = 4
-CHAIN_DEPTH = 3  # the fallback without helpers.workflow: a plain HTTP chain
-HOP_LATENCY_S = 0.05
+LAG_SAMPLING_S = 2.0  # how long the lag monitor samples
+LAG_INTERVAL_S = 0.05  # the interval it is asked for (20 points a second)
 
 
 @contextlib.contextmanager
@@ -73,8 +85,6 @@ def _env(name: str, value: str | None) -> Iterator[None]:
 
 def machine() -> dict[str, Any]:
     """Where the numbers come from."""
-    import psutil
-
     cpu = platform.processor() or ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -96,58 +106,54 @@ def broker_ready(samples: int = BROKER_STARTS) -> dict[str, Any]:
     seconds = []
     for _ in range(samples):
         state_dir = tempfile.mkdtemp(prefix="course-bench-ready-")
-        with _env(broker.ENV_STATE_DIR, state_dir):
+        with _env(ENV_STATE_DIR, state_dir):
             try:
                 started = time.perf_counter()
-                state = broker.start_embedded()
+                state = start_embedded()
                 seconds.append(time.perf_counter() - started)
                 if state.get("reused"):
                     raise RuntimeError("a fresh state directory reused a broker")
             finally:
-                broker.stop_embedded()
+                stop_embedded()
                 shutil.rmtree(state_dir, ignore_errors=True)
     return {"seconds": statistics.median(seconds), "samples": [round(s, 3) for s in seconds]}
 
 
-def group_first_message(kafka, samples: int = GROUP_JOINS) -> dict[str, Any]:
-    """Time from creating a consumer in a new group (teaching settings) to its first record."""
-    from .clients import _closing, delete_topic, unique_name
+def _has_record(consumer: KafkaConsumer) -> bool:
+    return any(consumer.poll(timeout_ms=100).values())
 
+
+def group_first_message(kafka: Kafka, samples: int = GROUP_JOINS) -> dict[str, Any]:
+    """Time from creating a consumer in a new group (teaching settings) to its first record."""
     check_int("samples", samples)
     topic = kafka.create_topic(prefix="bench-group")
     seconds = []
     try:
-        with _closing(kafka.producer()) as p:
+        with closing(kafka.producer()) as p:
             p.send(topic, key=b"k", value=b"first").get(timeout=10)
         for _ in range(samples):
             started = time.perf_counter()
-            with _closing(kafka.consumer(topic, group_id=unique_name("bench-group"))) as c:
-                got = False
-                while not got and time.perf_counter() - started < 60:
-                    got = any(c.poll(timeout_ms=100).values())
-            if not got:
-                raise TimeoutError("a new consumer group saw no message within 60 s")
+            with closing(kafka.consumer(topic, group_id=unique_name("bench-group"))) as c:
+                wait_until(functools.partial(_has_record, c), 60, "a new consumer group's first message",
+                           interval=0.001)
             seconds.append(time.perf_counter() - started)
     finally:
         delete_topic(kafka, topic)
     return {"seconds": statistics.median(seconds), "samples": [round(s, 3) for s in seconds]}
 
 
-def producer_throughput(kafka, fire_and_forget: int = FIRE_AND_FORGET_MESSAGES,
+def producer_throughput(kafka: Kafka, fire_and_forget: int = FIRE_AND_FORGET_MESSAGES,
                         acked: int = ACKED_MESSAGES) -> dict[str, Any]:
     """Messages/s sending without waiting (one flush at the end, so every message is
     acknowledged before the clock stops) against ``send().get()`` for every message, with
     the teaching producer (linger_ms=5: each waited-for send also waits out the linger),
     and for reference the waited-for sends with linger_ms=0."""
-    from . import events
-    from .clients import _closing, delete_topic
-
     check_int("fire_and_forget", fire_and_forget)
     check_int("acked", acked)
     topic = kafka.create_topic(prefix="bench-throughput")
     value = events.encode_value(events.order_placed("order-1", amount=19.9))
     try:
-        with _closing(kafka.producer()) as p:
+        with closing(kafka.producer()) as p:
             p.send(topic, value=value).get(timeout=10)  # metadata and connection before the clock
             started = time.perf_counter()
             for i in range(fire_and_forget):
@@ -158,7 +164,7 @@ def producer_throughput(kafka, fire_and_forget: int = FIRE_AND_FORGET_MESSAGES,
             for i in range(acked):
                 p.send(topic, key=str(i).encode(), value=value).get(timeout=10)
             acked_seconds = time.perf_counter() - started
-        with _closing(kafka.producer(linger_ms=0)) as p:  # the same without the teaching linger
+        with closing(kafka.producer(linger_ms=0)) as p:  # the same without the teaching linger
             p.send(topic, value=value).get(timeout=10)
             started = time.perf_counter()
             for i in range(acked):
@@ -174,23 +180,17 @@ def producer_throughput(kafka, fire_and_forget: int = FIRE_AND_FORGET_MESSAGES,
             "settings": "helpers.clients.TEACHING_PRODUCER (acks='all', linger_ms=5)"}
 
 
-def sync_vs_events(kafka, time_scale: float = 0.1, orders: int = ORDERS) -> dict[str, Any]:
-    """Lesson 5's comparison: :func:`helpers.workflow.compare_coupling` when that module is
-    there (the lesson's own code), else :func:`sync_vs_events_http`."""
+def sync_vs_events(kafka: Kafka, time_scale: float = 0.1, orders: int = ORDERS) -> dict[str, Any]:
+    """Lesson 5's comparison, with the lesson's own code (:func:`helpers.coupling.compare_coupling`)."""
     check_positive("time_scale", time_scale)
     check_int("orders", orders)
-    try:
-        from . import workflow
-
-        compare = workflow.compare_coupling
-    except (ImportError, AttributeError):
-        return sync_vs_events_http(kafka, time_scale, orders)
     pay, ship = PAYMENT_S * time_scale, SHIPPING_S * time_scale
     with workflow.OrderWorkflow(kafka, payment_delay=pay, shipping_delay=ship) as wf:
-        run = compare(wf, n_orders=orders, workers=SYNC_WORKERS)
+        run = compare_coupling(wf, n_orders=orders, workers=SYNC_WORKERS)
     if run.sync_ok != orders or run.events_ok != orders:
-        raise RuntimeError(f"lesson 5 comparison incomplete: sync {run.sync_ok}/{orders}, events {run.events_ok}/{orders}")
-    return {"method": (f"helpers.workflow.compare_coupling (lesson 5): {orders} orders, payment {pay * 1000:g} ms + "
+        raise RuntimeError(f"lesson 5 comparison incomplete: sync {run.sync_ok}/{orders}, "
+                           f"events {run.events_ok}/{orders}")
+    return {"method": (f"helpers.coupling.compare_coupling (lesson 5): {orders} orders, payment {pay * 1000:g} ms + "
                        f"shipping {ship * 1000:g} ms of work each; synchronous: {SYNC_WORKERS} client threads "
                        "through the HTTP chain orders -> payments -> shipping, each waiting for its answer; "
                        "events: one producer thread publishing OrderPlaced and waiting only for the broker's acks"),
@@ -201,40 +201,26 @@ def sync_vs_events(kafka, time_scale: float = 0.1, orders: int = ORDERS) -> dict
             "consumers_done_s": None if run.consumers_done_s is None else round(run.consumers_done_s, 3)}
 
 
-def sync_vs_events_http(kafka, time_scale: float = 0.1, orders: int = ORDERS) -> dict[str, Any]:
-    """The fallback comparison, from the producer's side.
-
-    Synchronous: one caller sends ``orders`` requests through a chain of CHAIN_DEPTH HTTP
-    services (helpers.services, HOP_LATENCY_S per hop times ``time_scale``), waiting for each
-    answer. Events: the same caller publishes one ``order_placed`` event per order and waits
-    only for the broker's acknowledgement (a flush at the end), never for processing.
-    """
-    from . import events, services
-    from .clients import _closing, delete_topic
-
-    check_positive("time_scale", time_scale)
-    check_int("orders", orders)
-    with services.start_chain(CHAIN_DEPTH, latency=HOP_LATENCY_S * time_scale) as chain:
-        m = services.measure(chain, orders, 1)
-    if m.ok_count != orders:
-        raise RuntimeError(f"the synchronous chain answered {m.ok_count}/{orders} orders")
-    topic = kafka.create_topic(prefix="bench-orders")
+def lag_sampling(kafka: Kafka, seconds: float = LAG_SAMPLING_S, interval: float = LAG_INTERVAL_S) -> dict[str, Any]:
+    """Points a second a :class:`helpers.lag.LagMonitor` asked for ``interval`` delivers
+    (what a live lag chart can draw), on a 3-partition topic holding 100 uncommitted events;
+    every point must show that lag."""
+    check_positive("seconds", seconds)
+    topic = kafka.create_topic(prefix="bench-lag", partitions=3)
     try:
-        with _closing(kafka.producer()) as p:
-            p.send(topic, value=b"warm-up").get(timeout=10)
-            started = time.perf_counter()
-            for i in range(orders):
-                events.publish(p, topic, events.order_placed(f"order-{i}", amount=10.0 + i))
-            p.flush(timeout=60)
-            event_seconds = time.perf_counter() - started
+        with closing(kafka.producer()) as p:
+            for i in range(100):
+                p.send(topic, key=str(i).encode(), value=b"x")
+            p.flush(timeout=30)
+        with LagMonitor(kafka, topic, unique_name("bench-lag"), interval=interval) as monitor:
+            time.sleep(seconds)
+        times, totals = monitor.series()
     finally:
         delete_topic(kafka, topic)
-    sync_rate, event_rate = orders / m.elapsed, orders / event_seconds
-    return {"method": (f"helpers.services chain of {CHAIN_DEPTH} HTTP services "
-                       f"({HOP_LATENCY_S * time_scale * 1000:g} ms per hop), one caller waiting for each answer, "
-                       "vs helpers.events.publish of one order_placed event per order (acks=all, one flush)"),
-            "orders": orders, "sync_per_s": round(sync_rate, 1), "events_per_s": round(event_rate, 1),
-            "ratio": round(event_rate / sync_rate, 2)}
+    if not times or any(total != 100 for total in totals):
+        raise RuntimeError(f"the lag monitor read {totals[:5]}... for a lag of 100")
+    return {"points_per_s": round(len(times) / seconds, 1), "points": len(times), "seconds": seconds,
+            "interval_s": interval}
 
 
 # --------------------------------------------------------------------------- memory
@@ -244,23 +230,21 @@ class RssSampler:
     plus the broker every ``interval`` seconds, in a daemon thread; keep the peaks."""
 
     def __init__(self, broker_pid: int | None, interval: float = 0.1):
-        import psutil
-
-        self._psutil = psutil
         self.broker_pid = broker_pid
         self.interval = check_positive("interval", interval)
         self.peak_total = self.peak_kernel = self.peak_broker = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="bench-rss", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="course-bench-rss", daemon=True)
 
-    def _rss(self, proc) -> int:
+    @staticmethod
+    def _rss(proc: psutil.Process) -> int:
         try:
-            return proc.memory_info().rss
-        except self._psutil.Error:
+            return int(proc.memory_info().rss)
+        except psutil.Error:
             return 0
 
     def sample(self) -> tuple[int, int]:
-        psutil = self._psutil
+        """(RSS of the notebook kernels and what they started, RSS of the broker), in bytes."""
         kernel = 0
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process().children(recursive=True):
@@ -283,18 +267,20 @@ class RssSampler:
                 self.peak_total = max(self.peak_total, kernel + brk)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
 
-def run_notebooks(paths: list[Path], broker_pid: int | None, time_scale: float) -> tuple[list[dict], dict]:
+def run_notebooks(paths: list[Path], broker_pid: int | None,
+                  time_scale: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Execute each notebook (papermill, like ``python -m helpers run``) while sampling memory."""
-    rows, memory = [], {"notebook": None, "peak_total_mb": 0.0, "peak_kernel_mb": 0.0, "peak_broker_mb": 0.0}
+    rows: list[dict[str, Any]] = []
+    memory: dict[str, Any] = {"notebook": None, "peak_total_mb": 0.0, "peak_kernel_mb": 0.0, "peak_broker_mb": 0.0}
     with _env(ENV_TIME_SCALE, str(time_scale)):
         for path in paths:
             print(f"running {path.relative_to(ROOT)} ...", flush=True)
@@ -313,16 +299,14 @@ def run_notebooks(paths: list[Path], broker_pid: int | None, time_scale: float) 
 
 def measure(*, quick: bool = False, time_scale: float = 0.1, notebooks: list[Path] | None = None) -> dict[str, Any]:
     """Every measurement, as the JSON ``python -m helpers bench`` writes."""
-    import psutil
-
     check_positive("time_scale", time_scale)
     results: dict[str, Any] = {"machine": machine(), "time_scale": time_scale, "quick": quick}
     print("timing fresh embedded brokers ...", flush=True)
     results["broker_ready_seconds"] = broker_ready()
     state_dir = tempfile.mkdtemp(prefix="course-bench-state-")
     try:
-        with _env(broker.ENV_STATE_DIR, state_dir):
-            kafka = broker.connect(quiet=True)
+        with _env(ENV_STATE_DIR, state_dir):
+            kafka = connect_kafka()
             results["kafka"] = kafka.describe()
             print("timing a consumer group's first message ...", flush=True)
             results["group_first_message_seconds"] = group_first_message(kafka)
@@ -330,6 +314,8 @@ def measure(*, quick: bool = False, time_scale: float = 0.1, notebooks: list[Pat
             results["producer_throughput"] = producer_throughput(kafka)
             print("timing the synchronous chain against events ...", flush=True)
             results["sync_vs_events"] = sync_vs_events(kafka, time_scale)
+            print("timing lag sampling ...", flush=True)
+            results["lag_sampling"] = lag_sampling(kafka)
             if quick:
                 results["notebooks"], results["notebooks_total_seconds"] = [], None
                 rss = psutil.Process(kafka.pid).memory_info().rss if kafka.pid else 0
@@ -342,8 +328,8 @@ def measure(*, quick: bool = False, time_scale: float = 0.1, notebooks: list[Pat
                 results["notebooks_total_seconds"] = round(sum(r["seconds"] for r in rows), 2)
                 results["memory"] = memory
     finally:
-        with _env(broker.ENV_STATE_DIR, state_dir):
-            broker.stop_embedded()
+        with _env(ENV_STATE_DIR, state_dir):
+            stop_embedded()
         shutil.rmtree(state_dir, ignore_errors=True)
     return results
 
@@ -373,6 +359,9 @@ def table(results: dict[str, Any]) -> str:
     rows.append(("lesson 5: synchronous chain", f"{s['sync_per_s']:.1f} orders/s"))
     rows.append(("lesson 5: publish events", f"{s['events_per_s']:.1f} orders/s"))
     rows.append(("lesson 5: ratio events / synchronous", f"{s['ratio']:.1f}x"))
+    lag = results["lag_sampling"]
+    rows.append((f"lag monitor: points a second (asked every {lag['interval_s'] * 1000:g} ms)",
+                 f"{lag['points_per_s']:.1f} /s"))
     mem = results["memory"]
     if mem.get("notebook"):
         rows.append((f"peak RSS kernel + broker ({mem['notebook']})",
@@ -387,33 +376,20 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The bench options, on ``parser`` (helpers/cli.py adds them to its ``bench`` subcommand)."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--quick``, ``--json PATH``, ``--time-scale S`` and notebooks."""
     parser.add_argument("--quick", action="store_true", help="skip the notebooks")
     parser.add_argument("--json", default=str(DEFAULT_JSON), metavar="PATH",
                         help=f"where to write the JSON (default {DEFAULT_JSON.relative_to(ROOT)})")
     parser.add_argument("--time-scale", type=float, default=0.1, help="TIME_SCALE (default 0.1, as in CI)")
     parser.add_argument("notebooks", nargs="*", help="only these notebooks (default: every lesson and lab solution)")
-    return parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    return add_arguments(argparse.ArgumentParser(prog="python -m helpers bench",
-                                                 description=__doc__.split("\n\n")[0]))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Measure, print the table, write the JSON; exit 1 if a notebook failed, 2 on bad input."""
-    try:
-        check_positive("time_scale", args.time_scale)
-        notebooks = [Path(p).resolve() for p in args.notebooks] or None
-        for path in notebooks or []:
-            if not path.is_file() or ROOT not in path.parents:
-                raise ValueError(f"notebooks: {path} is not a notebook in the course folder {ROOT}")
-        results = measure(quick=args.quick, time_scale=args.time_scale, notebooks=notebooks)
-    except (ValueError, broker.BrokerUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """Measure, print the table, write the JSON; exit 1 if a notebook failed."""
+    time_scale = runner.time_scale_arg(args.time_scale)
+    notebooks = runner.notebook_paths(args.notebooks) or None
+    results = measure(quick=args.quick, time_scale=time_scale, notebooks=notebooks)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -421,12 +397,3 @@ def run(args: argparse.Namespace) -> int:
     print(table(results))
     print(f"\nwrote {out}")
     return 0 if all(r["ok"] for r in results["notebooks"]) else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers bench [--quick] [--json PATH] [--time-scale S] [notebooks...]``."""
-    return run(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Lab 3, survive the outage: a commit strategy that loses nothing in a crash, an audit
+of a consumer's report, and a handler that charges each payment once however often it
+is delivered. :func:`crash_drill` is the lab's quick, real crash on Kafka."""
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
+
+from .. import events as ev
+from ..clients import Kafka, delete_topic
+from ..consumer_child import COMMIT_STRATEGIES
+from ..params import check_int
+from ..reports import Tally, count_report
+from ..wait import wait_until
+from .feedback import Fail, LearnerError, check, learner, require_value
+
+# =========================================================================== the crash drill
+
+
+@dataclass
+class DrillResult:
+    """What a quick crash drill delivered: the events produced, and every delivery in order."""
+
+    commit: str
+    batch_size: int
+    produced: list[ev.Event]  # in topic order
+    delivered: list[ev.Event]  # as handled, duplicates included
+    crashed_at: int  # index (in topic order) of the event being processed when it crashed
+
+    @property
+    def tally(self) -> Tally:
+        """Produced against delivered: unique, duplicates, missing."""
+        return count_report([e.event_id for e in self.produced],
+                            [{"kind": "processed", "event_id": e.event_id} for e in self.delivered])
+
+
+def crash_drill(kafka: Kafka, commit: str, batch_size: int, *, events_total: int | None = None,
+                crash_at: int | None = None, payloads: list[dict[str, Any]] | None = None,
+                handle: Callable[[ev.Event], object] | None = None) -> DrillResult:
+    """A quick, real crash drill on Kafka, in this process.
+
+    A consumer of a fresh group reads a fresh one-partition topic in polls of
+    ``batch_size`` records and commits ``"after"`` or ``"before"`` processing each poll.
+    It crashes (stops without committing or saying goodbye) while processing the event
+    at index ``crash_at`` (by default the last one of its third poll, the worst moment for
+    "after"). A new consumer of the same group then resumes from the committed offset
+    and reads to the end. ``handle(event)`` (optional) is called for every delivery.
+
+    Partitions are assigned, not subscribed, so no group join is waited for: seconds
+    instead of the ~10 s a real SIGKILLed member needs to be evicted (the lab shows that
+    too, with ``helpers.consumers.ConsumerProcess``).
+    """
+    if commit not in COMMIT_STRATEGIES:
+        raise ValueError(f"commit must be one of {sorted(COMMIT_STRATEGIES)}, got {commit!r}")
+    check_int("batch_size", batch_size)
+    crash_at = 3 * batch_size - 1 if crash_at is None else check_int("crash_at", crash_at, minimum=0)
+    if payloads is None:
+        total = events_total or crash_at + 2 * batch_size + 5
+        rng = random.Random(crash_at * 31 + batch_size)
+        payloads = [{"order_id": f"P-{i:04d}", "customer": rng.choice(["ada", "grace", "linus"]),
+                     "amount": round(rng.uniform(1, 100), 2)} for i in range(total)]
+    produced = [ev.Event("PaymentReceived", dict(p), key=p["order_id"], source="payments") for p in payloads]
+    topic = kafka.create_topic(partitions=1, prefix="drill")
+    tp = TopicPartition(topic, 0)
+    delivered: list[ev.Event] = []
+    group = f"drill-{uuid.uuid4().hex[:10]}"
+
+    def deliver(record: ConsumerRecord) -> None:
+        event = ev.decode(record)
+        delivered.append(event)
+        if handle is not None:
+            handle(event)
+
+    def end_of(records: list[ConsumerRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
+        return {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)}
+
+    try:
+        with closing(kafka.producer()) as p:
+            for e in produced:
+                ev.publish(p, topic, e)
+            p.flush()
+
+        # The first consumer: processes, then crashes while processing event `crash_at`.
+        first = kafka.consumer(group_id=group, max_poll_records=batch_size)
+        first.assign([tp])
+        position = 0
+
+        def crashed() -> bool:
+            nonlocal position
+            records = first.poll(timeout_ms=500).get(tp, [])
+            if not records:
+                return False
+            if commit == "before":
+                first.commit(end_of(records))
+            for record in records:
+                if position == crash_at:
+                    return True  # the process dies here: no handling, no commit, no goodbye
+                deliver(record)
+                position += 1
+            if commit == "after":
+                first.commit(end_of(records))
+            return False
+
+        try:
+            wait_until(crashed, 20, "the drill's consumer to reach its crash", interval=0.001, strict=False)
+        finally:
+            first.close(autocommit=False)
+
+        # The restarted consumer: same group, resumes from the committed offset.
+        with closing(kafka.consumer(group_id=group, max_poll_records=batch_size)) as second:
+            second.assign([tp])
+
+            def caught_up() -> bool:
+                records = second.poll(timeout_ms=300).get(tp, [])
+                for record in records:
+                    deliver(record)
+                if records:
+                    second.commit(end_of(records))
+                    return records[-1].offset >= len(produced) - 1
+                return False
+
+            wait_until(caught_up, 20, "the restarted consumer to reach the end", interval=0.001, strict=False)
+    finally:
+        delete_topic(kafka, topic)
+    return DrillResult(commit, batch_size, produced, delivered, crash_at)
+
+
+# =========================================================================== checks
+
+MAX_DUPLICATES = 20
+
+
+@check(3, "commit_strategy")
+def check_lab3_commit_strategy(kafka: Kafka, commit: str, batch_size: int) -> str:
+    """``COMMIT`` and ``BATCH_SIZE`` must lose nothing in a crash and repeat at most 20 events."""
+    commit = require_value("COMMIT", commit)
+    batch_size = require_value("BATCH_SIZE", batch_size)
+    if commit not in COMMIT_STRATEGIES:
+        raise Fail(f"COMMIT is {commit!r}; the choices are " + " or ".join(map(repr, COMMIT_STRATEGIES)) + ".",
+                   "'after' commits once the batch is processed, 'before' commits as soon as it is polled.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise Fail(f"BATCH_SIZE is {batch_size!r}; it must be a whole number of events, 1 or more.",
+                   "It is how many events a poll returns, and so how often the consumer commits.")
+    if batch_size > 200:
+        raise Fail(f"with BATCH_SIZE {batch_size}, a crash just before a commit repeats up to "
+                   f"{batch_size - 1} events, far more than the {MAX_DUPLICATES} allowed.",
+                   "Commit more often: a smaller batch.")
+    drill = crash_drill(kafka, commit, batch_size)
+    tally = drill.tally
+    if tally.missing:
+        lost = "1 event was" if tally.missing == 1 else f"{tally.missing} events were"
+        raise Fail(f"in the drill the consumer crashed in the middle of a batch and {lost} never processed: "
+                   f"with commit {commit!r} the offsets were committed before the crash.",
+                   "Commit *after* processing ('after'): a crash then repeats events, but never loses one.",
+                   missing=tally.missing)
+    if tally.duplicates > MAX_DUPLICATES:
+        raise Fail(f"nothing was lost, but the crash made the consumer process {tally.duplicates} events "
+                   f"twice (the limit is {MAX_DUPLICATES}).",
+                   "Everything processed since the last commit is repeated after a crash: commit more "
+                   "often, with a smaller BATCH_SIZE.", duplicates=tally.duplicates)
+    return (f"in a crash drill with commit {commit!r} and batches of {batch_size}, {tally.unique} of "
+            f"{tally.produced} events were processed, none lost, {tally.duplicates} repeated.")
+
+
+def _audit_cases() -> list[tuple[str, list[str], list[dict[str, Any]]]]:
+    """(name, produced ids, report lines) with known answers, as a real report looks."""
+    def line(eid: str, offset: int) -> dict[str, Any]:
+        return {"kind": "processed", "event_id": eid, "partition": 0, "offset": offset, "pid": 1}
+
+    def commit(offset: int) -> dict[str, Any]:
+        return {"kind": "committed", "offsets": {"0": offset}, "pid": 1}
+
+    ids = [f"e{i:02d}" for i in range(12)]
+    crash = ([line(i, n) for n, i in enumerate(ids[:8])] + [commit(5)]
+             + [line(i, n + 5) for n, i in enumerate(ids[5:])] + [commit(12)])  # 3 repeated
+    lost = [line(i, n) for n, i in enumerate(ids[:4])] + [commit(8)] + \
+        [line(i, n + 8) for n, i in enumerate(ids[8:])]  # 4 lost (e04..e07)
+    both = [line(i, n) for n, i in enumerate(ids[:6])] + [commit(4)] + \
+        [line(i, n + 4) for n, i in enumerate(ids[4:10])] + [line("e09", 9)]  # e10, e11 missing; e04,e05,e09 twice
+    clean = [line(i, n) for n, i in enumerate(ids)] + [commit(12)]
+    return [("a clean run", ids, clean), ("a crash with commit after", ids, crash),
+            ("a crash with commit before", ids, lost), ("repeats and losses together", ids, both)]
+
+
+@check(3, "audit")
+def check_lab3_audit(audit: Callable[..., Any], produced_ids: list[str] | None = None,
+                     records: list[dict[str, Any]] | None = None) -> str:
+    """``audit(produced_ids, records) -> {"missing": int, "duplicates": int}`` must count right,
+    on known reports and (if given) on your drill's real report."""
+    cases = _audit_cases()
+    if produced_ids is not None and records is not None:
+        cases.append(("your drill's report", list(produced_ids), list(records)))
+    for name, ids, lines in cases:
+        try:
+            answer = learner(audit, list(ids), [dict(r) for r in lines])
+        except LearnerError as err:
+            if isinstance(err.exc, KeyError) and "event_id" in str(err.exc):
+                raise Fail("your `audit` raised KeyError 'event_id': the report also holds 'committed' lines, "
+                           "which have no event id.",
+                           "Keep only the lines with `record['kind'] == 'processed'`.") from None
+            raise
+        expected = count_report(ids, lines)
+        if not isinstance(answer, dict) or not {"missing", "duplicates"} <= set(answer):
+            raise Fail(f"`audit` returned {answer!r:.80}; it should return a dict with 'missing' and 'duplicates'.",
+                       "e.g. `return {'missing': 0, 'duplicates': 3}`.")
+        got_missing, got_dupes = answer["missing"], answer["duplicates"]
+        if (got_missing, got_dupes) == (expected.missing, expected.duplicates):
+            continue
+        processed = [r for r in lines if r.get("kind") == "processed"]
+        subtracted = len(processed) - len(ids)
+        if got_dupes != expected.duplicates and got_dupes in (subtracted, len(lines) - len(ids)):
+            raise Fail(f"on {name} you counted {got_dupes} duplicates (lines minus produced events), but "
+                       f"{expected.duplicates} events were processed more than once: a lost event and a "
+                       "repeated one cancel out in that subtraction.",
+                       "Count per event id (collections.Counter): duplicates = for each id seen more than "
+                       "once, its count - 1; missing = produced ids never seen.")
+        if got_missing != expected.missing and got_missing in (-subtracted, max(0, -subtracted)):
+            raise Fail(f"on {name} you counted {got_missing} missing (produced events minus processed lines), "
+                       f"but {expected.missing} events were never processed: repeats hide the losses.",
+                       "missing = the produced ids that no 'processed' line has (a set difference).")
+        raise Fail(f"on {name} you counted missing={got_missing}, duplicates={got_dupes}; the report says "
+                   f"missing={expected.missing}, duplicates={expected.duplicates}.",
+                   "missing: produced ids that no 'processed' line has; duplicates: for each id, every "
+                   "processed line after its first.")
+    real = " and on your drill's real report" if len(cases) > 4 else ""
+    return f"your audit counts missing and repeated events right on {len(_audit_cases())} known reports{real}."
+
+
+@check(3, "idempotent_handler")
+def check_lab3_idempotent_handler(kafka: Kafka, charge: Callable[..., Any]) -> str:
+    """``charge(state, event)`` must charge each payment once, however often it is delivered."""
+    rng = random.Random(5)
+    payloads: list[dict[str, Any]] = [{"order_id": f"P-{i:04d}", "customer": rng.choice(["ada", "grace", "linus"]),
+                 "amount": round(rng.uniform(1, 100), 2)} for i in range(40)]
+    payloads[12]["order_id"] = payloads[11]["order_id"]  # a second, different payment for the same order
+    payloads[12]["customer"] = payloads[11]["customer"]
+    state: dict[str, Any] = {}
+    drill = crash_drill(kafka, "after", 10, payloads=payloads, crash_at=27,
+                        handle=lambda event: learner(charge, state, event))
+    if drill.tally.duplicates == 0:
+        raise RuntimeError("the drill delivered no duplicates")
+    expected: dict[str, float] = {}
+    for p in payloads:
+        expected[p["customer"]] = expected.get(p["customer"], 0.0) + p["amount"]
+    charged = state.get("charged")
+    if not isinstance(charged, dict):
+        raise Fail("after the drill, `state['charged']` is not a dict of customer -> amount.",
+                   "Keep the totals in `state['charged']`, e.g. `state.setdefault('charged', {})`.")
+    total_expected, total_charged = sum(expected.values()), sum(float(v) for v in charged.values())
+    if math.isclose(total_charged, total_expected, abs_tol=0.01) and all(
+            math.isclose(float(charged.get(c, 0.0)), v, abs_tol=0.01) for c, v in expected.items()):
+        return (f"{drill.tally.duplicates} payments were delivered twice after the crash, and every customer "
+                "was charged exactly once per payment.")
+    repeated = [e for e in drill.produced if e.event_id in set(drill.tally.duplicate_ids)]
+    twice = sum(e.payload["amount"] for e in repeated)
+    if math.isclose(total_charged, total_expected + twice, abs_tol=0.01):
+        raise Fail(f"after the crash {len(repeated)} payments were delivered again, and your handler charged "
+                   f"them again: customers paid {twice:.2f} too much.",
+                   "Remember the event ids you have handled (e.g. a set in `state`) and skip an event whose "
+                   "id you have seen: the retry of a delivery has the same event_id.")
+    second = payloads[12]["amount"]
+    if math.isclose(total_charged, total_expected - second, abs_tol=0.01):
+        raise Fail(f"one order had two different payments, and your handler charged only one of them "
+                   f"({second:.2f} missing).",
+                   "Deduplicate by `event.event_id` (one delivery of one fact), not by order id: two "
+                   "payments for one order are two facts.")
+    raise Fail(f"customers were charged {total_charged:.2f} in all; the payments add up to {total_expected:.2f}.",
+               "Add `event.payload['amount']` to `state['charged'][event.payload['customer']]`, once per "
+               "event id.")

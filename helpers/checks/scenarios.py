@@ -1,0 +1,59 @@
+"""Pieces of the checks' Kafka scenarios that several labs share: read a whole topic
+from its beginning, and watch which sends the broker had acknowledged."""
+from __future__ import annotations
+
+from contextlib import closing
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.producer.future import FutureRecordMetadata
+
+from ..clients import Kafka, partitions_for
+from ..wait import wait_until
+
+
+def from_beginning(kafka: Kafka, topic: str) -> KafkaConsumer:
+    """A consumer assigned every partition of ``topic`` (no group), at the beginning."""
+    consumer = kafka.consumer()
+    tps = [TopicPartition(topic, p) for p in partitions_for(kafka, topic)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    return consumer
+
+
+def read_all(kafka: Kafka, topic: str, expect: int, timeout: float = 5.0) -> list[ConsumerRecord]:
+    """Every record on ``topic``: polls until ``expect`` arrived and a poll brings nothing
+    more, or ``timeout`` seconds passed (then what arrived so far)."""
+    records: list[ConsumerRecord] = []
+    with closing(from_beginning(kafka, topic)) as consumer:
+        def complete() -> bool:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+            return len(records) >= expect and not consumer.poll(timeout_ms=100)
+
+        wait_until(complete, timeout, f"{expect} records on {topic}", interval=0.01, strict=False)
+    return records
+
+
+class WatchedProducer:
+    """A real KafkaProducer, plus a note of every send's future (to see, when the
+    learner's function returns, whether the broker had acknowledged everything)."""
+
+    def __init__(self, producer: Any):
+        self._producer = producer
+        self.futures: list[FutureRecordMetadata] = []
+
+    def send(self, *args: Any, **kwargs: Any) -> FutureRecordMetadata:
+        """The producer's ``send``, remembering its future."""
+        future = self._producer.send(*args, **kwargs)
+        self.futures.append(future)
+        return future
+
+    @property
+    def pending(self) -> int:
+        """How many sends the broker has not acknowledged yet."""
+        return sum(not f.is_done for f in self.futures)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)

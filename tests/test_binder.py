@@ -1,0 +1,86 @@
+"""What Binder would build: repo2docker picks binder/, the pinned Python and the lean environment.
+
+``repo2docker --no-build --debug --no-run`` prints the Dockerfile it would build without a
+Docker engine, so the test reads repo2docker's own decision rather than re-implementing it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BINDER = ROOT / "binder"
+# Tools that test or build the course; a learner's session needs none of them.
+TOOLS = {"pytest", "pytest-timeout", "nbval", "playwright", "confluent-kafka", "python-confluent-kafka",
+         "pyyaml", "ruff", "mypy", "sphinx", "myst-nb", "jupyter-book", "mystmd", "jupyter-repo2docker",
+         "axe-playwright-python", "actionlint"}
+
+
+def _name(spec: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def _binder_packages() -> set[str]:
+    names = set()
+    for item in yaml.safe_load((BINDER / "environment.yml").read_text())["dependencies"]:
+        names.update(_name(s) for s in (item["pip"] if isinstance(item, dict) else [item]))
+    return names
+
+
+def _pinned_python() -> str:
+    deps = yaml.safe_load((BINDER / "environment.yml").read_text())["dependencies"]
+    pins = [m.group(1) for d in deps if isinstance(d, str) and (m := re.fullmatch(r"python=(\d+\.\d+)", d))]
+    assert len(pins) == 1, f"binder/environment.yml needs one `python=3.X` entry, found {pins}"
+    return pins[0]
+
+
+@pytest.fixture(scope="module")
+def repo2docker_output() -> str:
+    if importlib.util.find_spec("repo2docker") is None:
+        if os.environ.get("CI"):
+            pytest.fail("repo2docker is not installed (CI is set): `pip install -e \".[test]\"` installs it")
+        pytest.skip("repo2docker is not installed: `pip install -e \".[test]\"` (jupyter-repo2docker)")
+    result = subprocess.run([sys.executable, "-m", "repo2docker", "--no-build", "--debug", "--no-run", "."],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, f"repo2docker exited {result.returncode}:\n{out[-3000:]}"
+    return out
+
+
+def test_repo2docker_uses_the_pinned_python(repo2docker_output):
+    version = _pinned_python()
+    assert version == "3.11", f"Binder pins python={version}; the course is measured on 3.11"
+    lines = [line for line in repo2docker_output.splitlines() if "python" in line.lower()]
+    print(*[line for line in lines if "Python" in line or "python=" in line], sep="\n")
+    assert "Python version unspecified" not in repo2docker_output, "repo2docker did not read the Python pin"
+    assert f"Building conda environment for python={version}" in repo2docker_output, "\n".join(lines[:10])
+    # the server environment repo2docker starts from is the lock file of that same Python
+    assert re.search(rf"environment-2epy-2d{version.replace('.', '-2e')}-2d", repo2docker_output) or \
+        f"environment.py-{version}" in repo2docker_output, "repo2docker's base environment is not Python " + version
+
+
+def test_repo2docker_uses_the_binder_environment(repo2docker_output):
+    updates = re.findall(r'env update -p \S+ --file "([^"]+)"', repo2docker_output)
+    print("environment file:", updates)
+    assert updates == ["binder/environment.yml"], f"repo2docker updates the environment from {updates}"
+    assert "RUN ./binder/postBuild" in repo2docker_output, "binder/postBuild (installs the course) is not run"
+
+
+def test_binder_environment_has_no_test_tools():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = {_name(s) for specs in project.get("optional-dependencies", {}).values() for s in specs}
+    found = _binder_packages() & (TOOLS | extras)
+    assert not found, f"binder/environment.yml holds test or dev tools: {sorted(found)}"
+    for script in ("postBuild", "start", "requirements.txt"):
+        path = BINDER / script
+        code = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")] if path.exists() else []
+        named = {t for t in TOOLS | extras | {"[test]"} for ln in code if t in ln}
+        assert not named, f"binder/{script} installs test or dev tools: {sorted(named)}"

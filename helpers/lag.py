@@ -1,56 +1,155 @@
-"""End offsets and consumer lag that are right on every broker.
+"""End offsets and consumer lag that are right on every broker, sampled fast.
 
 Tansu (the embedded broker) answers ListOffsets LATEST with the first offset of the
 newest stored batch plus one, so ``KafkaConsumer.end_offsets`` and ``seek_to_end`` are
 wrong after any batched produce. The fetch response's high watermark is right on Tansu
-and on Apache Kafka alike, so end offsets here come from a fetch: assign, seek to
-the (possibly low) reported end, poll once, read ``consumer.highwater``.
+and on Apache Kafka alike, so end offsets here come from a fetch.
+
+A :class:`LagReader` keeps its two clients open: a consumer with every partition
+assigned (its fetches carry the high watermarks) and an admin client (one OffsetFetch
+request gives the group's committed offsets). A sample then costs two round trips
+instead of two new clients, so :class:`LagMonitor` samples many times a second
+(:meth:`LagMonitor.rate` says how many). :func:`end_offsets`, :func:`committed`,
+:func:`lag` and :func:`total_lag` are the one-shot versions.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from kafka import TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from .broker import Kafka
-from .clients import _closing, consumer
+from . import lifecycle
+from .clients import Kafka, admin, consumer
 from .params import check_positive
+from .wait import wait_until
+
+
+class LagReader:
+    """End offsets of ``topic`` and committed offsets of ``group_id``, over clients kept open.
+
+    ``open()`` (or ``with``) connects; :meth:`end_offsets`, :meth:`committed` and
+    :meth:`lag` then cost one or two round trips each; :meth:`close` closes the clients.
+    Not thread-safe: one reader per thread (a :class:`LagMonitor` locks its own).
+    """
+
+    def __init__(self, kafka: Kafka, topic: str, group_id: str | None = None):
+        if not topic or not isinstance(topic, str):
+            raise ValueError(f"topic must be a non-empty string, got {topic!r}")
+        self.kafka, self.topic, self.group_id = kafka, topic, group_id
+        self._consumer: KafkaConsumer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._tps: list[TopicPartition] = []
+        self._marks: dict[TopicPartition, int] = {}  # the last high watermarks read
+
+    def open(self) -> LagReader:
+        """Connect the reading consumer: every partition assigned, positioned near the end."""
+        if self._consumer is not None:
+            return self
+        # Small fetches: the reader wants the high watermark, not the records.
+        c = consumer(self.kafka, max_partition_fetch_bytes=1024, fetch_max_bytes=64 * 1024)
+        try:
+            partitions = sorted(c.partitions_for_topic(self.topic) or [])
+            if not partitions:
+                raise ValueError(f"topic {self.topic!r} does not exist")
+            self._tps = [TopicPartition(self.topic, p) for p in partitions]
+            c.assign(self._tps)
+            # A lower bound on Tansu, exact on Kafka: fetching from here is always valid.
+            for tp, offset in c.end_offsets(self._tps).items():
+                c.seek(tp, offset)
+        except BaseException:
+            c.close()
+            raise
+        self._consumer = c
+        return self
+
+    def end_offsets(self, timeout: float = 10.0) -> dict[int, int]:
+        """The true end offset (high watermark) of every partition, from a fetch sent now."""
+        c = self.open()._consumer
+        assert c is not None  # open() set it
+        proof: set[TopicPartition] = set()
+        for tp in self._tps:
+            last = self._marks.get(tp, 0)
+            if last < 1:
+                continue  # first read, or an empty partition: any answer will do
+            # Seek just below the known end, away from the current position (where a fetch
+            # sent earlier may still be in flight, and would be accepted): only a fetch sent
+            # now answers there, and its answer holds that record, which proves it is fresh.
+            target = last - 1 if last - 1 != c.position(tp) or last < 2 else last - 2
+            c.seek(tp, target)
+            proof.add(tp)
+        answered: set[TopicPartition] = set()
+
+        def fresh() -> bool:
+            answered.update(c.poll(timeout_ms=20))  # the records are dropped: only the watermarks count
+            return proof <= answered and all(c.highwater(tp) is not None for tp in self._tps)
+
+        wait_until(fresh, timeout, f"the high watermarks of {self.topic!r}", interval=0.001)
+        self._marks = {tp: c.highwater(tp) for tp in self._tps}
+        return {tp.partition: mark for tp, mark in self._marks.items()}
+
+    def committed(self, group_id: str | None = None) -> dict[int, int | None]:
+        """The group's committed offset per partition (None where it never committed).
+
+        One OffsetFetch request through the admin client (works on Tansu with the admin's
+        pinned api_version, and on Apache Kafka).
+        """
+        group = group_id or self.group_id
+        if not group:
+            raise ValueError("group_id must name the consumer group, got None")
+        self.open()
+        if self._admin is None:
+            self._admin = admin(self.kafka)
+        offsets = self._admin.list_group_offsets({group: self._tps}).get(group, {})
+        found = {tp.partition: meta.offset for tp, meta in offsets.items()}
+        return {tp.partition: (found[tp.partition] if found.get(tp.partition, -1) >= 0 else None)
+                for tp in self._tps}
+
+    def lag(self, timeout: float = 10.0) -> dict[int, int]:
+        """Unconsumed messages per partition: high watermark minus the committed offset.
+
+        The committed offsets are read first: the high watermark read after them can
+        only be larger, so the lag is never negative.
+        """
+        done = self.committed()
+        ends = self.end_offsets(timeout)
+        return {p: end - (done.get(p) or 0) for p, end in ends.items()}
+
+    def close(self) -> None:
+        """Close both clients (idempotent)."""
+        for client in (self._consumer, self._admin):
+            if client is not None:
+                with contextlib.suppress(Exception):  # closing a client of a dead broker
+                    client.close()
+        self._consumer = self._admin = None
+
+    def __enter__(self) -> LagReader:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def end_offsets(kafka: Kafka, topic: str, timeout: float = 10.0) -> dict[int, int]:
     """The true end offset (high watermark) of every partition of ``topic``."""
-    with _closing(consumer(kafka, max_partition_fetch_bytes=1024, fetch_max_bytes=64 * 1024)) as c:
-        partitions = c.partitions_for_topic(topic)
-        if not partitions:
-            raise ValueError(f"topic {topic!r} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        c.assign(tps)
-        # A lower bound on Tansu, exact on Kafka: fetching from here is always valid.
-        for tp, offset in c.end_offsets(tps).items():
-            c.seek(tp, offset)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            c.poll(timeout_ms=100)
-            marks = {tp.partition: c.highwater(tp) for tp in tps}
-            if all(v is not None for v in marks.values()):
-                return marks
-        raise TimeoutError(f"no high watermark for {topic!r} within {timeout} s")
+    with LagReader(kafka, topic) as reader:
+        return reader.end_offsets(timeout)
 
 
 def committed(kafka: Kafka, topic: str, group_id: str) -> dict[int, int | None]:
     """The group's committed offset per partition (None where it never committed)."""
-    with _closing(consumer(kafka, group_id=group_id)) as c:
-        partitions = sorted(c.partitions_for_topic(topic) or [])
-        return {p: c.committed(TopicPartition(topic, p)) for p in partitions}
+    with LagReader(kafka, topic, group_id) as reader:
+        return reader.committed()
 
 
 def lag(kafka: Kafka, topic: str, group_id: str) -> dict[int, int]:
     """Unconsumed messages per partition: high watermark minus the committed offset."""
-    ends = end_offsets(kafka, topic)
-    done = committed(kafka, topic, group_id)
-    return {p: end - (done.get(p) or 0) for p, end in ends.items()}
+    with LagReader(kafka, topic, group_id) as reader:
+        return reader.lag()
 
 
 def total_lag(kafka: Kafka, topic: str, group_id: str) -> int:
@@ -60,44 +159,59 @@ def total_lag(kafka: Kafka, topic: str, group_id: str) -> int:
 
 @dataclass
 class LagSample:
+    """One partition's lag at one moment."""
+
     t: float  # seconds since the monitor started
     partition: int
     lag: int
 
 
-@dataclass
+@dataclass(eq=False)  # a running thing: equal only to itself (and hashable, for lifecycle)
 class LagMonitor:
     """Samples a group's lag every ``interval`` seconds in a background thread.
 
-    Use as a context manager; ``samples`` holds LagSample rows, ``series()`` gives
-    (times, total lag) for plotting, ``on_sample`` (optional) is called after each round.
+    Use as a context manager (or ``start()``/``stop()``); ``samples`` holds LagSample
+    rows, ``series()`` gives (times, total lag) for plotting, ``on_sample`` (optional)
+    is called after each round. While it runs it keeps one :class:`LagReader` open and
+    is registered with :mod:`helpers.lifecycle` (kind "lag-monitor"); ``stop()`` closes it.
     """
 
     kafka: Kafka
     topic: str
     group_id: str
-    interval: float = 0.5
-    on_sample: object = None
+    interval: float = 0.1
+    on_sample: Callable[[LagMonitor], object] | None = None
     samples: list[LagSample] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_positive("interval", self.interval)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reader: LagReader | None = None
+        self._lock = threading.Lock()  # one sample at a time on the reader
         self._t0 = 0.0
+        self.failures = 0  # samples that failed (a broker hiccup); the next round retries
 
-    def start(self) -> "LagMonitor":
+    def start(self) -> LagMonitor:
+        """Open the reader and sample in a background thread until :meth:`stop`."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._reader = LagReader(self.kafka, self.topic, self.group_id).open()
         self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"lag-{self.group_id}", daemon=True)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"{lifecycle.THREAD_PREFIX}lag-{self.group_id}",
+                                        daemon=True)
+        lifecycle.register(self, "lag-monitor", f"lag of {self.group_id} on {self.topic}")
         self._thread.start()
         return self
 
     def sample(self) -> dict[int, int]:
         """Take one sample now (also what the thread does each interval)."""
-        now = time.monotonic() - self._t0
-        current = lag(self.kafka, self.topic, self.group_id)
+        with self._lock:
+            now = time.monotonic() - self._t0
+            current = self._reader.lag(timeout=5.0) if self._reader else lag(self.kafka, self.topic, self.group_id)
         self.samples.extend(LagSample(now, p, v) for p, v in current.items())
-        if callable(self.on_sample):
+        if self.on_sample is not None:
             self.on_sample(self)
         return current
 
@@ -106,25 +220,41 @@ class LagMonitor:
             started = time.monotonic()
             try:
                 self.sample()
-            except Exception:  # a broker hiccup must not kill the monitor; the next round retries
-                pass
+            except Exception:  # noqa: BLE001 - a broker hiccup must not kill the monitor; the next round retries
+                self.failures += 1
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def stop(self) -> None:
+        """Stop sampling, close the reader's clients, leave the lifecycle registry (idempotent)."""
         self._stop.set()
-        if self._thread:
+        if self._thread is not None:
             self._thread.join(timeout=10)
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        lifecycle.unregister(self)
+
+    @property
+    def running(self) -> bool:
+        """True while the sampling thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def rate(self) -> float:
+        """Sampling rounds per second so far (0 before two rounds)."""
+        times = self.series()[0]
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
     def series(self) -> tuple[list[float], list[int]]:
         """(times, total lag) with one point per sampling round."""
         rounds: dict[float, int] = {}
-        for s in self.samples:
+        for s in list(self.samples):
             rounds[s.t] = rounds.get(s.t, 0) + s.lag
         times = sorted(rounds)
         return times, [rounds[t] for t in times]
 
-    def __enter__(self) -> "LagMonitor":
+    def __enter__(self) -> LagMonitor:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.stop()

@@ -9,59 +9,74 @@
 - :func:`drain_figure`, :func:`delivery_figure`: bar charts of measured results.
 - :class:`DrainExperiment`, :class:`OutageExperiment`: ipywidgets controls whose
   ``run(...)`` is the button's callback and can be called directly.
+
+Every colour, marker and dash comes from :mod:`helpers.style`.
 """
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
+import ipywidgets as w
 import plotly.graph_objects as go
+from IPython.display import display
 
-from .broker import Kafka
-from .lag import LagMonitor
+from . import lifecycle, style
+from .clients import Kafka
+from .consumers import ConsumerProcess, stop_many, wait_processed
+from .drains import DrainResult, compare_drains, start_drain_groups
+from .lag import LagMonitor, total_lag
 from .params import check_int, check_positive
+from .producers import ProducerRunner
+from .reports import Tally
+from .wait import WaitTimeout, wait_until
 from .widgets import figure_widget_available
-
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
 def add_mark(fig: go.Figure, t: float, label: str, index: int = 0) -> None:
     """A dotted vertical line at ``t`` with ``label``; labels of neighbouring marks are staggered."""
-    fig.add_vline(x=t, line_dash="dot", line_color="gray")
+    fig.add_vline(x=t, line_dash=style.dash("mark"), line_color=style.color("mark"), line_width=1)
     fig.add_annotation(x=t, y=1.0 - 0.08 * (index % 3), xref="x", yref="paper", text=label, showarrow=False,
-                       xanchor="left", yanchor="top", font=dict(size=11), bgcolor="rgba(255,255,255,0.75)")
+                       xanchor="left", yanchor="top", font=dict(size=11))
 
 
-def new_figure(*, live: bool = True, **layout: Any) -> go.Figure:
+def new_figure(title: str | None = None, *, live: bool = True, height: int = 360, **layout: Any) -> go.Figure:
     """A FigureWidget if ``live`` and possible, else a plain Figure, with the course's layout."""
     fig = go.FigureWidget() if live and figure_widget_available() else go.Figure()
-    fig.update_layout(template="plotly_white", height=360, margin=dict(l=60, r=20, t=50, b=50), **layout)
+    fig.update_layout(**style.layout(title, height=height, **layout))
     return fig
 
 
 class LiveLagPlot:
     """A chart of a consumer group's lag that grows while the group drains.
 
-    ``start()`` begins sampling every ``interval`` seconds; ``show()`` displays the
-    chart (call it in the cell whose output should hold it); ``mark(label)`` draws a
-    labelled vertical line at the current time; ``stop()`` ends sampling.
+    ``start()`` begins sampling every ``interval`` seconds (10 times a second by
+    default: the :class:`~helpers.lag.LagMonitor` keeps its clients open); the chart is
+    redrawn with every new point at most every ``redraw_every`` seconds (each redraw
+    sends the whole figure to the browser); ``show()`` displays the chart (call it in
+    the cell whose output should hold it);
+    ``mark(label)`` draws a labelled vertical line at the current time; ``stop()`` ends
+    sampling and closes the monitor's clients. While it runs it is registered with
+    :mod:`helpers.lifecycle` (kind "lag-monitor").
     """
 
-    def __init__(self, kafka: Kafka, topic: str, group_id: str, *, interval: float = 0.5,
-                 title: str = "Consumer lag: events waiting to be processed", per_partition: bool = True,
-                 live: bool = True):
+    def __init__(self, kafka: Kafka, topic: str, group_id: str, *, interval: float = 0.1,
+                 redraw_every: float = 0.5, title: str = "Consumer lag: events waiting to be processed",
+                 per_partition: bool = True, live: bool = True):
         check_positive("interval", interval)
-        self.figure = new_figure(live=live, title=title, xaxis_title="seconds since start",
-                                 yaxis_title="lag (events)", legend=dict(orientation="h", y=-0.2))
+        self.redraw_every = check_positive("redraw_every", redraw_every)
+        self._drawn_at = 0.0
+        self.figure = new_figure(title, live=live, xaxis_title="seconds since start", yaxis_title="lag (events)")
         self.widget = isinstance(self.figure, go.FigureWidget)
         self.per_partition = per_partition
-        self.figure.add_scatter(x=[], y=[], mode="lines+markers", name="total lag",
-                                line=dict(width=3, color="#d62728"))
+        self.figure.add_scatter(x=[], y=[], mode="lines", name="total lag",
+                                line=dict(width=3, color=style.color("lag"), dash=style.dash("lag")))
         self._partitions: list[int] = []
-        self._handle = None
+        self._handle: Any = None
         self._lock = threading.Lock()
         self.monitor = LagMonitor(kafka, topic, group_id, interval=interval, on_sample=self._update)
         self._t0: float | None = None
@@ -69,26 +84,28 @@ class LiveLagPlot:
         self.marks: list[tuple[float, str]] = []
 
     # -- lifecycle
-    def start(self) -> "LiveLagPlot":
+    def start(self) -> LiveLagPlot:
+        """Start sampling (and redrawing after every sample)."""
         self.started_at = time.time()
         self._t0 = time.monotonic()
+        lifecycle.register(self, "lag-monitor", f"lag chart of {self.monitor.group_id}")
         self.monitor.start()
         return self
 
     def stop(self) -> None:
+        """Stop sampling, close the monitor's clients, draw the final state (idempotent)."""
         self.monitor.stop()
+        lifecycle.unregister(self)
         self._redraw()
 
-    def __enter__(self) -> "LiveLagPlot":
+    def __enter__(self) -> LiveLagPlot:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def show(self) -> None:
         """Display the chart here; it keeps updating while the monitor samples."""
-        from IPython.display import display
-
         if self.widget:
             display(self.figure)
         else:  # a raw bundle: a plotly figure's own display hook would ignore display_id
@@ -122,22 +139,25 @@ class LiveLagPlot:
         return ys[-1] if ys else None
 
     def wait_for_lag(self, *, at_most: int = 0, timeout: float = 60.0) -> float:
-        """Block until a sample shows total lag <= ``at_most``; return the time (chart seconds)."""
-        deadline = time.monotonic() + timeout
+        """Block until a new sample shows total lag <= ``at_most``; return its time (chart seconds)."""
         seen = len(self.series()[0])
-        while time.monotonic() < deadline:
+
+        def reached() -> float | None:
             times, totals = self.series()
-            for t, v in zip(times[seen:], totals[seen:]):
-                if v <= at_most:
-                    return t
-            time.sleep(0.05)
-        raise TimeoutError(f"lag stayed above {at_most} for {timeout} s (latest {self.latest()})")
+            return next((t for t, v in zip(times[seen:], totals[seen:]) if v <= at_most), None)
+
+        found = wait_until(reached, timeout, f"lag <= {at_most}", strict=False)
+        if found is None:
+            raise WaitTimeout(f"lag stayed above {at_most} for {timeout} s (latest {self.latest()})")
+        return found
 
     def _update(self, monitor: LagMonitor) -> None:
-        self._redraw()
+        if time.monotonic() - self._drawn_at >= self.redraw_every:
+            self._redraw()
 
     def _redraw(self) -> None:
         # The monitor counts from its own start, a few microseconds after ours: same axis.
+        self._drawn_at = time.monotonic()
         times, totals = self.monitor.series()
         by_partition: dict[int, tuple[list[float], list[int]]] = {}
         if self.per_partition:
@@ -149,8 +169,9 @@ class LiveLagPlot:
             for p in sorted(by_partition):
                 if p not in self._partitions:
                     self._partitions.append(p)
+                    look = style.series(p + 1)  # series(0) is solid, like the total
                     self.figure.add_scatter(x=[], y=[], mode="lines", name=f"partition {p}",
-                                            line=dict(width=1, dash="dash", color=COLORS[p % len(COLORS)]))
+                                            line=dict(width=1.5, dash=look["dash"], color=look["color"]))
             with self.figure.batch_update():
                 self.figure.data[0].x, self.figure.data[0].y = times, totals
                 for i, p in enumerate(self._partitions, start=1):
@@ -202,35 +223,35 @@ def delay_figure(records: Iterable[dict[str, Any]], *, t0: float | None = None,
     """Scatter: when each event was processed (x) and how long after it occurred (y)."""
     points = delays(records)
     start = t0 if t0 is not None else (points[0][0] if points else 0.0)
-    fig = new_figure(live=False, title=title, xaxis_title="seconds since start",
-                     yaxis_title="processing delay (s)")
-    fig.add_scatter(x=[t - start for t, _ in points], y=[d for _, d in points], mode="markers",
-                    marker=dict(size=4, color="#1f77b4"), name="event")
+    fig = new_figure(title, live=False, xaxis_title="seconds since start", yaxis_title="processing delay (s)")
+    fig.add_scatter(x=[t - start for t, _ in points], y=[d for _, d in points], mode="markers", name="event",
+                    marker=dict(size=4, color=style.color("events"), symbol=style.symbol("events")))
     for i, (t, label) in enumerate(marks):
         add_mark(fig, t, label, i)
     return fig
 
 
-def drain_figure(results: Iterable[Any], *, title: str = "Time to drain the same backlog") -> go.Figure:
+def drain_figure(results: Iterable[DrainResult], *, title: str = "Time to drain the same backlog") -> go.Figure:
     """Bars: drain time per group size (DrainResult objects), idle members noted."""
     results = list(results)
-    fig = new_figure(live=False, title=title, xaxis_title="consumers in the group",
-                     yaxis_title="seconds to drain")
+    fig = new_figure(title, live=False, xaxis_title="consumers in the group", yaxis_title="seconds to drain")
     fig.add_bar(x=[f"{r.consumers} ({len(r.idle)} idle)" if r.idle else str(r.consumers) for r in results],
                 y=[r.seconds for r in results], text=[f"{r.seconds:.1f} s" for r in results],
-                textposition="outside", marker_color="#2ca02c")
+                textposition="outside", marker_color=style.color("events"))
     return fig
 
 
-def delivery_figure(tallies: dict[str, Any], *, title: str = "One crash, two commit strategies") -> go.Figure:
-    """Grouped bars: events processed once, repeated (duplicates) and lost (missing) per strategy."""
+def delivery_figure(tallies: dict[str, Tally], *, title: str = "One crash, two commit strategies") -> go.Figure:
+    """Grouped bars: events repeated (duplicates) and lost (missing) per strategy; the two
+    kinds differ in colour and in hatching."""
     names = list(tallies)
-    fig = new_figure(live=False, title=title, barmode="group", yaxis_title="events",
-                     legend=dict(orientation="h", y=-0.2))
+    fig = new_figure(title, live=False, barmode="group", yaxis_title="events")
     fig.add_bar(name="repeated (duplicates)", x=names, y=[tallies[n].duplicates for n in names],
-                marker_color="#ff7f0e", text=[tallies[n].duplicates for n in names], textposition="outside")
+                marker=dict(color=style.color("duplicates"), pattern=dict(shape="/")),
+                text=[tallies[n].duplicates for n in names], textposition="outside")
     fig.add_bar(name="lost (missing)", x=names, y=[tallies[n].missing for n in names],
-                marker_color="#d62728", text=[tallies[n].missing for n in names], textposition="outside")
+                marker=dict(color=style.color("failed"), pattern=dict(shape="x")),
+                text=[tallies[n].missing for n in names], textposition="outside")
     return fig
 
 
@@ -245,13 +266,11 @@ class DrainExperiment:
 
     def __init__(self, kafka: Kafka, topic: str, expected: Iterable[str] | int, *, rate: float,
                  max_consumers: int = 6, batch_size: int = 10):
-        import ipywidgets as w
-
         check_positive("rate", rate)
         check_int("max_consumers", max_consumers)
         self.kafka, self.topic, self.batch_size = kafka, topic, batch_size
         self.expected = expected if isinstance(expected, int) else list(expected)
-        self.results: list[Any] = []
+        self.results: list[DrainResult] = []
         self._prepared: tuple[tuple[int, ...], float, list[Any]] | None = None
         self.consumers = w.IntSlider(value=min(2, max_consumers), min=1, max=max_consumers,
                                      description="consumers")
@@ -259,9 +278,9 @@ class DrainExperiment:
                                   description="events/s each", style={"description_width": "initial"})
         self.button = w.Button(description="Drain the backlog", button_style="primary")
         self.status = w.HTML()
-        self.figure = new_figure(live=True, title="Drain time by group size", xaxis_title="consumers",
+        self.figure = new_figure("Drain time by group size", live=True, xaxis_title="consumers",
                                  yaxis_title="seconds to drain")
-        self.figure.add_bar(x=[], y=[], text=[], textposition="outside", marker_color="#2ca02c")
+        self.figure.add_bar(x=[], y=[], text=[], textposition="outside", marker_color=style.color("events"))
         self.output = w.Output()
         self.button.on_click(lambda _b: self.run())
         children = [w.HBox([self.consumers, self.rate, self.button]), self.status]
@@ -270,8 +289,6 @@ class DrainExperiment:
 
     def prepare(self, consumers: list[int], rate: float | None = None) -> None:
         """Start the groups of a later ``run(consumers, rate)`` now, paused, so they join meanwhile."""
-        from .consumers import start_drain_groups
-
         rate = check_positive("rate", self.rate.value if rate is None else rate)
         self.discard()
         groups = start_drain_groups(self.kafka, self.topic, consumers, rate=rate, batch_size=self.batch_size)
@@ -279,20 +296,17 @@ class DrainExperiment:
 
     def discard(self) -> None:
         """Stop prepared groups that were never run."""
-        from .consumers import stop_many
-
         if self._prepared:
             stop_many([m for g in self._prepared[2] for m in g.members])
             self._prepared = None
 
-    def run(self, consumers: int | list[int] | None = None, rate: float | None = None):
+    def run(self, consumers: int | list[int] | None = None,
+            rate: float | None = None) -> DrainResult | list[DrainResult]:
         """Drain the backlog with ``consumers`` members at ``rate`` events/s each; return the result.
 
         ``consumers`` may be a list of group sizes: they join together, then drain one
         after the other (a list of results is returned).
         """
-        from .consumers import compare_drains
-
         chosen = self.consumers.value if consumers is None else consumers
         sizes = [chosen] if isinstance(chosen, int) else list(chosen)
         sizes = [check_int("consumers", n) for n in sizes]
@@ -316,8 +330,6 @@ class DrainExperiment:
         if not isinstance(self.figure, go.FigureWidget):
             self.output.clear_output(wait=True)
             with self.output:
-                from IPython.display import display
-
                 display(self.figure)
         return results[0] if isinstance(chosen, int) else results
 
@@ -329,9 +341,7 @@ class OutageExperiment:
     the lag it left and how long the consumer needed to catch up.
     """
 
-    def __init__(self, kafka: Kafka, consumer: Any, *, rate: float, max_seconds: float = 10.0):
-        import ipywidgets as w
-
+    def __init__(self, kafka: Kafka, consumer: ConsumerProcess, *, rate: float, max_seconds: float = 10.0):
         check_positive("rate", rate)
         check_positive("max_seconds", max_seconds)
         self.kafka, self.consumer, self.producer_rate = kafka, consumer, rate
@@ -344,9 +354,7 @@ class OutageExperiment:
         self.results: list[dict[str, Any]] = []
 
     def run(self, seconds: float | None = None) -> dict[str, Any]:
-        from .consumers import ProducerRunner, wait_processed
-        from .lag import total_lag
-
+        """Pause the consumer for ``seconds`` while the producer runs; return what it cost."""
         seconds = check_positive("seconds", self.seconds.value if seconds is None else seconds)
         c = self.consumer
         self.status.value = f"Consumer paused for {seconds:g} s; the producer keeps going..."

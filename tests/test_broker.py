@@ -1,16 +1,24 @@
-"""Unit tests of helpers.broker, helpers.params and helpers.clients that need no broker."""
+"""Unit tests of helpers.broker (and the embedded broker, the wire probe), helpers.params and
+helpers.clients that need no shared broker."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from helpers import broker, clients, params
+
+HELPERS = Path(__file__).resolve().parent.parent / "helpers"
+#: The Kafka side of the learner's library (issue 12): no cycle among them, no lab grading or tooling.
+KAFKA_MODULES = ["probe", "embedded", "clients", "broker", "events", "lag", "lagplots", "reports",
+                 "consumer_child", "consumers", "producers", "drains", "doctor"]
 
 
 @pytest.fixture
@@ -224,3 +232,27 @@ def test_stop_treats_an_unreaped_zombie_as_stopped(state):
     finally:
         holder.kill()
         holder.wait()
+
+
+def _imports(module: str) -> set[str]:
+    """The helpers modules ``module`` imports (relative imports, at any depth in the file)."""
+    found = set()
+    for node in ast.walk(ast.parse((HELPERS / f"{module}.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    return found
+
+
+def test_kafka_modules_import_no_cycle_and_no_grading_or_tooling():
+    graph = {m: _imports(m) for m in KAFKA_MODULES}
+    assert not {m: deps & {"checks", "tooling"} for m, deps in graph.items() if deps & {"checks", "tooling"}}
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for dep in graph.get(start, set()) & set(graph):
+            if dep == target or (dep not in seen and reaches(dep, target, seen | {dep})):
+                return True
+        return False
+
+    assert [m for m in KAFKA_MODULES if reaches(m, m, set())] == []
+    assert "broker" not in graph["clients"] and "clients" not in graph["embedded"]
+    assert all(len((HELPERS / f"{m}.py").read_text().splitlines()) <= 560 for m in KAFKA_MODULES)

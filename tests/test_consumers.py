@@ -14,18 +14,20 @@ import psutil
 import pytest
 
 from helpers import consumers as C
-from helpers import unique_name
+from helpers import drains, lifecycle, producers, unique_name
+from helpers.consumer_child import Crash, consume_batches
 from helpers.lag import total_lag
+from helpers.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def consumer_children() -> list[psutil.Process]:
-    """Live `python -m helpers.consumers` processes below this one."""
+    """Live `python -m helpers.consumer_child` processes below this one."""
     found = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if "helpers.consumers" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+            if "helpers.consumer_child" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
                 found.append(p)
         except psutil.NoSuchProcess:
             pass
@@ -36,7 +38,7 @@ def test_sigkill_three_times_misses_nothing(kafka):
     """(a) C11/C12: SIGKILL mid-stream three times; the producer never fails; nothing is missed."""
     topic = kafka.create_topic(partitions=3, prefix="crash")
     consumer = C.ConsumerProcess(kafka, topic, unique_name("crash"), rate=300, batch_size=20, commit="after")
-    producer = C.ProducerRunner(kafka, topic, rate=60)
+    producer = producers.ProducerRunner(kafka, topic, rate=60)
     repeated_at_kills = []
     try:
         producer.start()  # orders pile up while the consumer joins: it starts busy
@@ -74,7 +76,7 @@ def test_sigkill_three_times_misses_nothing(kafka):
 
 def test_commit_before_processing_loses_what_a_crash_interrupts(kafka):
     """At-most-once: killed mid-batch, the restarted consumer skips exactly the committed, unprocessed events."""
-    topic, ids = C.make_backlog(kafka, 300, partitions=1, prefix="amo")
+    topic, ids = producers.make_backlog(kafka, 300, partitions=1, prefix="amo")
     consumer = C.ConsumerProcess(kafka, topic, unique_name("amo"), rate=400, batch_size=25, commit="before")
     try:
         consumer.start()
@@ -95,8 +97,8 @@ def test_commit_before_processing_loses_what_a_crash_interrupts(kafka):
 
 def test_three_consumers_drain_faster_than_one(kafka):
     """(b) C14: the same backlog on 3 partitions drains measurably faster with 3 consumers; a 4th idles."""
-    topic, ids = C.make_backlog(kafka, 600, partitions=3, prefix="drain")
-    one, three, four = C.compare_drains(kafka, topic, [1, 3, 4], ids, rate=200)
+    topic, ids = producers.make_backlog(kafka, 600, partitions=3, prefix="drain")
+    one, three, four = drains.compare_drains(kafka, topic, [1, 3, 4], ids, rate=200)
     ratio = one.seconds / three.seconds
     print(f"\n{one}\n{three}\n{four}\ndrain-time ratio 1 vs 3 consumers: {ratio:.2f}; "
           f"1 vs 4: {one.seconds / four.seconds:.2f}")
@@ -111,7 +113,7 @@ def test_events_are_ordinary_kafka_records(kafka):
     """(c) librdkafka (confluent-kafka) reads the course's events: keys and JSON values."""
     confluent_kafka = pytest.importorskip("confluent_kafka")
     topic = kafka.create_topic(partitions=3, prefix="plain")
-    producer = C.ProducerRunner(kafka, topic, rate=200, count=12).start()
+    producer = producers.ProducerRunner(kafka, topic, rate=200, count=12).start()
     assert producer.wait(timeout=30)
     producer.stop()
     consumer = confluent_kafka.Consumer({
@@ -147,12 +149,13 @@ def test_events_are_ordinary_kafka_records(kafka):
     (lambda k: C.ConsumerProcess(k, "t", ""), "group_id"),
     (lambda k: C.ConsumerGroup(k, "t", 0), "members"),
     (lambda k: C.ConsumerGroup(k, "t", 2, rate=-1), "rate"),
-    (lambda k: C.ProducerRunner(k, "t", rate=-10), "rate"),
-    (lambda k: C.ProducerRunner(k, "t", rate=10, count=0), "count"),
-    (lambda k: C.make_backlog(k, 10, partitions=0), "partitions"),
-    (lambda k: C.make_backlog(k, -1), "count"),
-    (lambda k: C.compare_drains(k, "t", [0], 10), "consumers"),
-    (lambda k: C.compare_drains(k, "t", [1], 10, rate=-1), "rate"),
+    (lambda k: producers.ProducerRunner(k, "t", rate=-10), "rate"),
+    (lambda k: producers.ProducerRunner(k, "t", rate=10, count=0), "count"),
+    (lambda k: producers.make_backlog(k, 10, partitions=0), "partitions"),
+    (lambda k: producers.make_backlog(k, -1), "count"),
+    (lambda k: drains.compare_drains(k, "t", [0], 10), "consumers"),
+    (lambda k: drains.compare_drains(k, "t", [1], 10, rate=-1), "rate"),
+    (lambda k: consume_batches(None, print, commit="sometimes"), "commit"),
 ])
 def test_bad_input_names_the_parameter(kafka, build, name):
     """(d) Bad parameters raise ValueError naming the parameter."""
@@ -162,7 +165,7 @@ def test_bad_input_names_the_parameter(kafka, build, name):
 
 def test_group_scaling_and_pause(kafka):
     """A group reports its members' partitions; scaling in rebalances; a paused member processes nothing."""
-    topic, ids = C.make_backlog(kafka, 200, partitions=2, prefix="scale")
+    topic, ids = producers.make_backlog(kafka, 200, partitions=2, prefix="scale")
     group = C.ConsumerGroup(kafka, topic, 3, rate=400, paused=True)
     try:
         group.start()
@@ -205,17 +208,71 @@ def test_no_process_left_after_stop_or_parent_death(kafka):
         assert psutil.pid_exists(child_pid)
         os.kill(parent.pid, signal.SIGKILL)  # no atexit, no goodbye
         parent.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and psutil.pid_exists(child_pid):
-            try:
-                if psutil.Process(child_pid).status() == psutil.STATUS_ZOMBIE:
-                    break
-            except psutil.NoSuchProcess:
-                break
-            time.sleep(0.1)
-        alive = psutil.pid_exists(child_pid) and psutil.Process(child_pid).status() != psutil.STATUS_ZOMBIE
-        assert not alive, "the consumer process outlived its parent"
+        assert wait_until(lambda: not C.process_alive(child_pid), 10, "the orphan to exit", strict=False), \
+            "the consumer process outlived its parent"
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+@pytest.mark.parametrize("commit, duplicates, lost", [("after", 5, 0), ("before", 0, 5)])
+def test_the_consumer_loop_in_process_repeats_or_loses_what_a_crash_interrupts(kafka, commit, duplicates, lost):
+    """consume_batches (the loop the consumer processes run) crashes mid-batch with Crash; a
+    restarted consumer of the same group resumes at the committed offset."""
+    from kafka import TopicPartition
+
+    topic, ids = producers.make_backlog(kafka, 50, partitions=1, prefix="loop")
+    group = unique_name("loop")
+    handled: list[int] = []
+
+    def crash_at_25(record) -> None:
+        if record.offset == 25:
+            raise Crash("the process dies here")
+        handled.append(record.offset)
+
+    first = kafka.consumer(group_id=group)
+    first.assign([TopicPartition(topic, 0)])
+    try:
+        with pytest.raises(Crash):
+            consume_batches(first, crash_at_25, commit=commit, batch_size=10,
+                            stopping=lambda: len(handled) >= 50)
+    finally:
+        first.close(autocommit=False)
+    assert handled == list(range(25))
+    second = kafka.consumer(group_id=group)
+    second.assign([TopicPartition(topic, 0)])
+    try:
+        count = consume_batches(second, lambda r: handled.append(r.offset), commit=commit, batch_size=10,
+                                stopping=lambda: handled[-1:] == [49])
+    finally:
+        second.close()
+    repeated = len(handled) - len(set(handled))
+    missing = set(range(50)) - set(handled)
+    print(f"\ncommit {commit}: crash at offset 25 of 50 in batches of 10: {repeated} repeated, {len(missing)} lost")
+    assert count == 50 - 25 + duplicates - lost
+    assert repeated == duplicates and len(missing) == lost
+
+
+def test_processes_producers_and_groups_register_while_they_run(kafka):
+    """helpers.lifecycle lists what runs (kinds 'consumer', 'producer') and forgets it when stopped."""
+    topic = kafka.create_topic(partitions=2, prefix="registry")
+    runner = producers.ProducerRunner(kafka, topic, rate=50).start()
+    member = C.ConsumerProcess(kafka, topic, unique_name("registry")).start()
+    group = C.ConsumerGroup(kafka, topic, 2, rate=200).start()
+    try:
+        assert {e.resource for e in lifecycle.running("producer")} >= {runner}
+        assert {e.resource for e in lifecycle.running("consumer")} >= {member, group, *group.members}
+        assert any(t.startswith(lifecycle.THREAD_PREFIX + "producer-") for t in lifecycle.course_threads())
+        assert any(t.endswith(f"{member.name}-status") for t in lifecycle.course_threads())
+        member.wait_assigned()
+        member.kill()
+        assert member not in {e.resource for e in lifecycle.running("consumer")}
+    finally:
+        runner.stop()
+        group.stop()
+        member.stop()
+    mine = {runner, member, group, *group.members}
+    assert not mine & {e.resource for e in lifecycle.running()}
+    assert not [t for t in lifecycle.course_threads() if t.endswith("-status") or "producer-" in t]
+    assert consumer_children() == []

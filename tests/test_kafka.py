@@ -83,6 +83,56 @@ def test_lag_monitor_records_a_series(kafka):
         lag.LagMonitor(kafka, topic, group, interval=0)
 
 
+def test_lag_reader_reads_fresh_watermarks_over_clients_it_keeps(kafka):
+    """Right after every acknowledged produce, the kept-open reader sees the new end (no stale fetch)."""
+    topic = kafka.create_topic(prefix="fresh", partitions=3)
+    group = clients.unique_name("fresh")
+    producer = kafka.producer(linger_ms=20)
+    total = 0
+    try:
+        with lag.LagReader(kafka, topic, group) as reader:
+            assert reader.lag() == {0: 0, 1: 0, 2: 0}
+            for k in range(25):
+                n = (k * 7) % 23 + 1  # uneven batches, sometimes one partition only
+                for i in range(n):
+                    producer.send(topic, value=b"x" * 50, partition=(k + i) % 3)
+                producer.flush()
+                total += n
+                ends = reader.end_offsets()
+                assert sum(ends.values()) == total, (k, ends, total)
+            assert sum(reader.lag().values()) == total
+    finally:
+        producer.close()
+
+
+def test_lag_monitor_samples_ten_times_a_second_and_closes_its_clients(kafka):
+    """The monitor keeps its clients open: >= 10 samples a second against the live broker;
+    it registers with helpers.lifecycle and leaves no thread and no client when stopped."""
+    from helpers import lifecycle
+
+    topic = kafka.create_topic(prefix="rate", partitions=3)
+    _produce(kafka, topic, 90, partitions=3)
+    group = clients.unique_name("rate")
+    before = set(lifecycle.kafka_threads())
+    monitor = lag.LagMonitor(kafka, topic, group, interval=0.01)
+    with monitor:
+        assert monitor in {e.resource for e in lifecycle.running("lag-monitor")}
+        assert f"{lifecycle.THREAD_PREFIX}lag-{group}" in lifecycle.course_threads()
+        time.sleep(2.0)
+    rate = monitor.rate()
+    times, totals = monitor.series()
+    started = time.monotonic()
+    baseline = [lag.lag(kafka, topic, group) for _ in range(5)]  # a new pair of clients per sample
+    old_rate = len(baseline) / (time.monotonic() - started)
+    print(f"\nlag samples: {rate:.1f}/s over {times[-1] - times[0]:.1f} s with clients kept open; "
+          f"{old_rate:.1f}/s with two new clients per sample")
+    assert rate >= 10, f"only {rate:.1f} lag samples a second"
+    assert set(totals) == {90} and monitor.failures == 0
+    assert monitor not in {e.resource for e in lifecycle.running()}
+    assert not [t for t in lifecycle.course_threads() if t.startswith(f"{lifecycle.THREAD_PREFIX}lag-")]
+    assert set(lifecycle.kafka_threads()) <= before, "the monitor's clients are closed"
+
+
 def test_group_join_takes_under_five_seconds(kafka):
     topic = kafka.create_topic(prefix="join")
     _produce(kafka, topic, 5)

@@ -1,8 +1,7 @@
 """Shared fixtures and hooks: one broker per session, the CI-scale timings, the learners' pass.
 
-The session uses its own state directory (COURSE_STATE_DIR), so it never touches a
-learner's running broker, and notebook kernels started by nbval or papermill inherit
-it and reuse the same broker. COURSE_TIME_SCALE defaults to 0.1 (CI timings).
+The session's environment (its own COURSE_STATE_DIR, COURSE_TIME_SCALE 0.1) is set by the
+root conftest.py, so a single notebook run (`pytest lessons/04_x.ipynb`) gets it too.
 
 Every notebook executes once at the CI scale, as nbval items (testpaths ``lessons`` and
 ``labs/solutions``); :func:`pytest_runtest_logreport` adds up each notebook's wall time
@@ -24,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -33,11 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-_STATE = tempfile.mkdtemp(prefix="course-test-state-")
-os.environ.setdefault("COURSE_STATE_DIR", _STATE)
-os.environ.setdefault("COURSE_TIME_SCALE", "0.1")
-os.environ.setdefault("COURSE_PROGRESS_FILE", os.path.join(_STATE, "progress.json"))
 
 ROOT = Path(__file__).resolve().parent.parent
 LEARNER_TIME_SCALE = 1.0
@@ -60,14 +53,6 @@ def kafka():
     from helpers import broker
 
     return broker.connect(quiet=True)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    """Stop the broker this session started (only ours: our own state directory)."""
-    if os.environ.get("COURSE_STATE_DIR") == _STATE:
-        from helpers import broker
-
-        broker.stop_embedded()
 
 
 # ------------------------------------------------------------------ the CI-scale pass (nbval)
@@ -191,12 +176,14 @@ def _timed_client_class():
     return TimedNotebookClient
 
 
-def _write_summary(out: Path, results: list[Any], kafka: Any, seconds: float) -> dict[str, Any]:
+def _write_summary(out: Path, results: list[Any], kafka: Any, seconds: float,
+                   peaks: dict[str, float]) -> dict[str, Any]:
     summary = {
         "time_scale": LEARNER_TIME_SCALE,
         "kafka": kafka.describe() if hasattr(kafka, "describe") else str(kafka),
         "seconds": round(seconds, 1),
-        "notebooks": {r.notebook: {"seconds": round(r.seconds, 1), "ok": r.ok, "error": r.error}
+        "notebooks": {r.notebook: {"seconds": round(r.seconds, 1), "ok": r.ok, "error": r.error,
+                                   "peak_memory_mb": peaks.get(r.notebook, 0.0)}
                       for r in results},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -244,6 +231,7 @@ def learner_run(request) -> Iterator[LearnerRun]:
     out.mkdir(parents=True)
     saved = os.environ.get("COURSE_TIME_SCALE")  # the runner sets it for the kernels it starts
     results = []
+    peaks: dict[str, float] = {}
     started = time.monotonic()
     _say(request.config, f"\nlearner run: {len(notebooks)} notebook(s) at time scale {LEARNER_TIME_SCALE} into {out}")
     try:
@@ -251,17 +239,26 @@ def learner_run(request) -> Iterator[LearnerRun]:
             import papermill.engines
 
             patch.setattr(papermill.engines, "PapermillNotebookClient", _timed_client_class())
+            from helpers import embedded
+            from helpers.tooling.bench import RssSampler
+
+            state = embedded.live_state() if getattr(kafka, "kind", "") == "embedded" else None
+            broker_pid = state.get("pid") if state else None
             for path in notebooks:
-                result = _runner().run_notebook(path, out_dir=out, time_scale=LEARNER_TIME_SCALE,
-                                                timeout=LEARNER_CELL_TIMEOUT_S)
+                # Memory as Binder counts it: the kernel with every process it started, plus the broker.
+                with RssSampler(broker_pid) as rss:
+                    result = _runner().run_notebook(path, out_dir=out, time_scale=LEARNER_TIME_SCALE,
+                                                    timeout=LEARNER_CELL_TIMEOUT_S)
                 results.append(result)
+                peaks[result.notebook] = round(rss.peak_total / 2**20, 1)
                 _say(request.config, f"learner run: {result.notebook:<45} {result.seconds:6.1f} s  "
+                                     f"{peaks[result.notebook]:6.0f} MB  "
                                      f"{'ok' if result.ok else 'FAILED ' + result.error}")
     finally:
         if saved is None:
             os.environ.pop("COURSE_TIME_SCALE", None)
         else:
             os.environ["COURSE_TIME_SCALE"] = saved
-    summary = _write_summary(out, results, kafka, time.monotonic() - started)
+    summary = _write_summary(out, results, kafka, time.monotonic() - started, peaks)
     _say(request.config, f"learner run: {summary['seconds']:.1f} s in all")
     yield LearnerRun(out, summary)

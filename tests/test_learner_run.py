@@ -19,6 +19,8 @@ pytestmark = pytest.mark.timeout(3600)
 
 #: seconds per notebook at time scale 1.0 (cells plus kernel start; reading time not included)
 BUDGET_S = 120
+#: Binder gives a session 1-2 GB: kernel, every process it started and the broker stay under this
+MEMORY_MB = 1024
 #: a cell may run longer than this only while the learner's screen keeps changing
 SILENT_S = 10.0
 
@@ -32,6 +34,13 @@ def test_notebook_runs_at_time_scale_1_within_its_budget(learner_run, learner_no
     assert result["ok"], f"{learner_notebook} failed at time scale 1.0: {result['error']}"
     assert result["seconds"] < BUDGET_S, (
         f"{learner_notebook} took {result['seconds']:.0f} s at time scale 1.0 (budget {BUDGET_S} s)")
+
+
+def test_notebook_fits_in_binder_memory(learner_run, learner_notebook):
+    """Peak RSS of the kernel, every process it started (consumers) and the broker, sampled
+    every 0.1 s while the notebook ran at time scale 1.0 (tooling.bench.RssSampler)."""
+    peak = learner_run.result(learner_notebook).get("peak_memory_mb", 0.0)
+    assert 0 < peak < MEMORY_MB, f"{learner_notebook} peaked at {peak:.0f} MB (Binder budget {MEMORY_MB} MB)"
 
 
 def _code_cells(nb: Any) -> list[tuple[int, Any]]:

@@ -1,0 +1,24 @@
+"""pytest settings for every run, including a single notebook (`pytest lessons/04_....ipynb`).
+
+The session gets its own broker state directory (COURSE_STATE_DIR), so it never touches a
+learner's running broker; notebook kernels started by nbval or papermill inherit it and reuse
+the same broker, which is stopped at the end. COURSE_TIME_SCALE defaults to 0.1 (CI timings).
+Fixtures and the notebook passes live in tests/conftest.py.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+_STATE = tempfile.mkdtemp(prefix="course-test-state-")
+os.environ.setdefault("COURSE_STATE_DIR", _STATE)
+os.environ.setdefault("COURSE_TIME_SCALE", "0.1")
+os.environ.setdefault("COURSE_PROGRESS_FILE", os.path.join(_STATE, "progress.json"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the broker this session started (only ours: our own state directory)."""
+    if os.environ.get("COURSE_STATE_DIR") == _STATE:
+        from helpers import embedded
+
+        embedded.stop_embedded()

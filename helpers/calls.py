@@ -161,7 +161,7 @@ def measure(target: Callee, n_requests: int = 100, concurrency: int = 1, *, time
     with contextlib.ExitStack() as stack:
         bar: Progress | None = None
         if isinstance(progress, str):
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]  # imported here: only bars pay for it
+            from tqdm.auto import tqdm  # imported here: only bars pay for it
 
             bar = stack.enter_context(tqdm(total=n_requests, desc=progress, unit="call", leave=False))
         elif progress is not None:

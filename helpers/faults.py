@@ -31,6 +31,7 @@ __all__ = [
     "FAULT_NAMES",
     "HTTP_ALLOWANCE_S",
     "MIN_GAP_S",
+    "NOISE_FLOOR_S",
     "TAIL_CAP",
     "TIMING_PLANS",
     "Z99",
@@ -41,6 +42,7 @@ __all__ = [
     "check_fault_names",
     "check_tail",
     "lab1_timings",
+    "ladder_step",
     "lesson1_timings",
     "lesson2_timings",
     "lesson3_timings",
@@ -209,6 +211,18 @@ MIN_GAP_S = 0.05
 #: What one HTTP call over loopback may cost a busy machine on top of the work it asks for
 #: (1-2 ms when idle; measured up to ~12 ms per hop at the 95th percentile with a load average of 10).
 HTTP_ALLOWANCE_S = 0.01
+#: The shortest duration a demo may count on to stand out from a busy machine's noise, at any time
+#: scale: a timeout a healthy call must beat, a delay that a level must (or must not) see. On a busy
+#: 2-core machine a fresh request thread can wait 50 ms or more for a CPU (seen: a 5 ms hop timing
+#: out after 50 ms with a load average of 8), so a 50 ms timeout scaled down from 0.5 s fails healthy calls.
+NOISE_FLOOR_S = 0.15
+
+
+def ladder_step(timeout: float) -> float:
+    """How much longer each level of a chain waits than the one below it, by default: a tenth of
+    the innermost ``timeout`` (so the ladder keeps its shape at any TIME_SCALE), but at least
+    :data:`MIN_GAP_S` (so the level below's answer beats the level above's timer on a busy machine)."""
+    return max(check_positive("timeout", timeout) / 10, MIN_GAP_S)
 
 
 def _seconds(value: float) -> str:
@@ -313,7 +327,8 @@ def lesson1_timings(time_scale: float, *, hop: float = 0.1, client_timeout: floa
 
 def lesson2_timings(time_scale: float, *, hop: float = 0.05, timeout: float = 0.5, depth: int = 4,
                     breaker_calls: int = 12) -> Timings:
-    """Lesson 2: a chain of ``depth`` whose innermost caller waits ``timeout`` (seconds at TIME_SCALE 1).
+    """Lesson 2: a chain of ``depth`` whose innermost caller waits ``timeout`` (seconds at TIME_SCALE 1,
+    scaled, but never below :data:`NOISE_FLOOR_S`, so a healthy hop always beats it).
 
     Derived: ``step`` = 2 x timeout (each level waits that much longer than the one below, so
     the caller nearest the fault gives up first); ``hang`` = 6 x timeout; ``client_timeout``
@@ -324,7 +339,7 @@ def lesson2_timings(time_scale: float, *, hop: float = 0.05, timeout: float = 0.
     check_int("depth", depth, minimum=2)
     check_int("breaker_calls", breaker_calls, minimum=1)
     hop_s = check_positive("hop", hop, allow_zero=True) * ts
-    inner = check_positive("timeout", timeout) * ts
+    inner = max(check_positive("timeout", timeout) * ts, NOISE_FLOOR_S)
     step = 2 * inner
     hang = 6 * inner
     client = inner + step * (depth - 2) + step  # the edge's timeout (helpers.services.Chain) plus one step
@@ -335,6 +350,7 @@ def lesson2_timings(time_scale: float, *, hop: float = 0.05, timeout: float = 0.
     reset = 2 * longest_demo
     return _plan("Lesson 2", ts, {"hop": hop_s, "timeout": inner, "step": step, "hang": hang,
                                   "client_timeout": client, "storm_timeout": storm, "breaker_reset": reset}, [
+        Margin("a healthy hop answers well within the innermost timeout", hop_s + HTTP_ALLOWANCE_S, inner, 3),
         Margin("the client hears the innermost timeout before the hung service answers",
                inner + depth * (hop_s + HTTP_ALLOWANCE_S), hang, 2),
         Margin("each level hears its callee's timeout before its own fires",
@@ -347,20 +363,24 @@ def lesson2_timings(time_scale: float, *, hop: float = 0.05, timeout: float = 0.
 def lesson3_timings(time_scale: float, *, hop: float = 0.02, slow: float = 0.5, depth: int = 4,
                     workers: int = 4, clients: int = 8) -> Timings:
     """Lesson 3: a chain of ``depth`` hops of ``hop`` each, one of them ``slow`` seconds slower
-    (seconds at TIME_SCALE 1). Derived: ``timeout`` = 10 x slow (a slow chain must be slow, not
-    failed); ``pause_every`` = slow and ``pause_for`` = slow / 5 (the collector-style pauses)."""
+    (seconds at TIME_SCALE 1; the delay is scaled, but never below :data:`NOISE_FLOOR_S`, so half
+    of it still stands above a busy machine's noise). Derived: ``timeout`` = 10 x slow (a slow chain
+    must be slow, not failed); ``pause_every`` = slow and ``pause_for`` = slow / 5 (the pauses)."""
     ts = check_positive("time_scale", time_scale)
     check_int("depth", depth, minimum=2)
     check_int("workers", workers, minimum=1)
     check_int("clients", clients, minimum=1)
     hop_s = check_positive("hop", hop) * ts
-    slow_s = check_positive("slow", slow) * ts
+    slow_s = max(check_positive("slow", slow) * ts, NOISE_FLOOR_S)
     timeout = 10 * slow_s
     slowed_chain = slow_s + depth * (hop_s + HTTP_ALLOWANCE_S)
     pool_request = slow_s + 3 * (hop_s + HTTP_ALLOWANCE_S)  # the pool demo's 3-hop chain, last hop slow
     queued = math.ceil(clients / workers) * pool_request
     return _plan("Lesson 3", ts, {"hop": hop_s, "slow": slow_s, "timeout": timeout,
                                   "pause_every": slow_s, "pause_for": slow_s / 5}, [
+        Margin("a healthy hop answers well within the chain's timeout", hop_s + HTTP_ALLOWANCE_S, timeout, 3),
+        Margin("the level below the slow hop stays within half the delay of its usual latency",
+               hop_s + HTTP_ALLOWANCE_S, slow_s / 2, 2),
         Margin("the chain with one slow hop answers before any timeout", slowed_chain, timeout, 4),
         Margin("a request queued for a worker gets one before the worker timeout", queued, timeout, 2),
     ])
@@ -370,18 +390,19 @@ def lab1_timings(time_scale: float, *, latency: float = 0.02) -> Timings:
     """Lab 1: a chain of 3 services of ``latency`` each (seconds at TIME_SCALE 1).
 
     Derived: ``chain_timeout`` = 5 s x TIME_SCALE, but at least 1 s (a timeout must stand well
-    above a busy machine's noise); ``step`` = a tenth of it (the timeout ladder); ``hang`` =
-    half of it (a hung service answers, late, before the chain gives up); ``retry_wait`` = half
-    a hop; ``breaker_reset`` = a fifth of the chain timeout (1 s at TIME_SCALE 1)."""
+    above a busy machine's noise); ``step`` = the chain's default ladder (:func:`ladder_step`);
+    ``hang`` = half the chain timeout (a hung service answers, late, before the chain gives up);
+    ``retry_wait`` = half a hop; ``breaker_reset`` = a fifth of the chain timeout (1 s at TIME_SCALE 1)."""
     ts = check_positive("time_scale", time_scale)
     lat = check_positive("latency", latency) * ts
     chain_timeout = max(1.0, 5.0 * ts)
-    step = chain_timeout / 10
+    step = ladder_step(chain_timeout)  # the chain's default ladder (helpers.services.Chain)
     hang = chain_timeout / 2
     # the timeout a learner picks in task 2: about 4 x the healthy p95 (3 hops and their HTTP cost)
     learner_timeout = 4 * 3 * (lat + HTTP_ALLOWANCE_S)
     return _plan("Lab 1", ts, {"latency": lat, "chain_timeout": chain_timeout, "step": step, "hang": hang,
                                "retry_wait": lat / 2, "breaker_reset": chain_timeout / 5}, [
+        Margin("a healthy hop answers well within the chain's timeout", lat + HTTP_ALLOWANCE_S, chain_timeout, 3),
         Margin("a plain call into the hung chain is answered before the chain's timeout",
                hang + 3 * (lat + HTTP_ALLOWANCE_S), chain_timeout, 1.5),
         Margin("each level hears its callee's failure before its own timeout fires", lat + HTTP_ALLOWANCE_S, step, 4),

@@ -436,16 +436,17 @@ class Chain:
     Names come from :func:`chain_names` (the course's :data:`CAST`). Every service gets
     the same faults at the start (per hop); change one with ``chain[i].configure(...)``
     (0-based) or ``chain["shipping"]``. Timeouts shrink with depth by ``timeout_step``
-    per level (default: a tenth of ``timeout``, so the ladder keeps its shape at any
-    TIME_SCALE) so the caller nearest a slow service times out first and the error
-    names the right hop.
+    per level (default :func:`helpers.faults.ladder_step`: a tenth of ``timeout``, at least
+    50 ms) so the caller nearest a slow service times out first and the error names the
+    right hop.
     """
 
     def __init__(self, depth: int, *, timeout: float = 5.0, timeout_step: float | None = None,
                  seed: int | None = None, prefix: str | None = None, **settings: Any):
         check_int("depth", depth, minimum=1)
         check_positive("timeout", timeout)
-        step = timeout / 10 if timeout_step is None else check_positive("timeout_step", timeout_step, allow_zero=True)
+        step = (faults.ladder_step(timeout) if timeout_step is None
+                else check_positive("timeout_step", timeout_step, allow_zero=True))
         names = chain_names(depth, prefix)
         faults.check_fault_names(settings)
         Faults(timeout=timeout, **settings)  # every value checked before anything starts

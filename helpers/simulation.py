@@ -220,7 +220,7 @@ def _steps(items: Iterable[T], progress: str | None, unit: str) -> Iterator[T]:
     if progress is None:
         yield from items
         return
-    from tqdm.auto import tqdm  # type: ignore[import-untyped]  # imported here: only bars pay for it
+    from tqdm.auto import tqdm  # imported here: only bars pay for it
 
     with tqdm(list(items), desc=progress, unit=unit, leave=False) as bar:
         yield from bar

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pybreaker
-from tqdm.auto import tqdm  # type: ignore[import-untyped]
+from tqdm.auto import tqdm
 
 from .. import calls, services
 from ..params import check_int, check_positive

@@ -34,6 +34,7 @@ from plotly.subplots import make_subplots
 from . import style
 from .coupling import CouplingRun, compare_coupling
 from .experiments import (
+    WARM_UP_THREAD,
     FanOut,
     PaceRun,
     PublishTimings,
@@ -41,7 +42,6 @@ from .experiments import (
     measure_pace,
     stale_reads,
 )
-from .lifecycle import THREAD_PREFIX
 from .params import check_int, check_positive
 from .results import OrderTrack, ResultWatcher
 from .widgets import LiveExperiment
@@ -69,7 +69,7 @@ def _warm_up() -> None:
         import plotly.io._renderers  # noqa: F401 - imported for its side effect (a warm cache)
 
 
-threading.Thread(target=_warm_up, name=f"{THREAD_PREFIX}plotly-warm-up", daemon=True).start()
+threading.Thread(target=_warm_up, name=WARM_UP_THREAD, daemon=True).start()
 
 #: Bar fill patterns, so grouped and stacked bars read without colour (plotly pattern shapes).
 PATTERN = {"ok": "", "failed": "x", "pending": ".", "sync": "/", "events": ""}

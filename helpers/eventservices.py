@@ -489,47 +489,37 @@ def progress_bar(total: int, desc: str, *, unit: str = "event") -> Any:
 def wait_processed(services: dict[str, EventService], correlation_ids: Sequence[str], timeout: float, *,
                    progress: str | None = None) -> dict[str, list[Handled]]:
     """Wait until every service has processed an event of each correlation id; return, per
-    service name, what it did with each (in the order of ``correlation_ids``).
-
-    ``progress``: the description of a progress bar counting the events processed (all
-    services together), updated while it waits. TimeoutError says which services are
-    short, and by how many.
-    """
+    service name, what it did with each (in the order of ``correlation_ids``). ``progress``
+    labels a bar counting the events processed meanwhile. TimeoutError names who is short."""
     check_positive("timeout", timeout)
     if not services or not all(isinstance(s, EventService) for s in services.values()):
         raise ValueError("services must map names to EventServices")
     wanted = list(correlation_ids)
 
-    def done() -> int:
-        return sum(sum(1 for c in wanted if svc.result_for(c) is not None) for svc in services.values())
+    def short() -> dict[str, int]:
+        return {name: sum(1 for c in wanted if svc.result_for(c) is None) for name, svc in services.items()}
 
     bar = progress_bar(len(wanted) * len(services), progress) if progress else None
 
     def update(_: float = 0.0) -> None:
-        if bar is not None and (now := done()) != bar.n:
+        if bar is not None and (now := len(wanted) * len(services) - sum(short().values())) != bar.n:
             bar.n = now
             bar.refresh()
 
     try:
-        with contextlib.suppress(TimeoutError):
-            wait_until(lambda: done() == len(wanted) * len(services) or _failed(services), timeout,
-                       "the services to process every event", interval=0.05, on_poll=update)
+        wait_until(lambda: not any(short().values()) or any(s.error for s in services.values()), timeout,
+                   "the services to process every event", strict=False, on_poll=update)
         update()
-        short = {name: len(wanted) - sum(1 for c in wanted if svc.result_for(c) is not None)
-                 for name, svc in services.items()}
         for svc in services.values():
             svc._raise_if_failed()
-        if any(short.values()):
-            missing = ", ".join(f"{name} {n} of {len(wanted)}" for name, n in short.items() if n)
-            raise TimeoutError(f"not processed within {timeout:g} s: {missing}")
+        missing = {name: n for name, n in short().items() if n}
+        if missing:
+            raise TimeoutError(f"not processed within {timeout:g} s: "
+                               + ", ".join(f"{name} {n} of {len(wanted)}" for name, n in missing.items()))
         return {name: [h for c in wanted if (h := svc.result_for(c)) is not None] for name, svc in services.items()}
     finally:
         if bar is not None:
             bar.close()
-
-
-def _failed(services: dict[str, EventService]) -> bool:
-    return any(s.error is not None for s in services.values())
 
 
 # --------------------------------------------------------------------------- the simplest service

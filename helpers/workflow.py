@@ -40,8 +40,10 @@ from .eventservices import (
     check_text,
     check_types,
     correlation_of,
+    progress_bar,
 )
 from .params import check_int, check_positive
+from .wait import wait_until
 
 __all__ = [
     "ORDER_PLACED",
@@ -335,10 +337,27 @@ class OrderWorkflow:
             raise
         return self
 
-    def wait_ready(self, timeout: float = JOIN_TIMEOUT) -> Self:
-        """Wait until every service has joined its group."""
-        for svc in self.services:
-            svc.wait_ready(timeout)
+    def wait_ready(self, timeout: float = JOIN_TIMEOUT, *, progress: bool = True) -> Self:
+        """Wait until every service has joined its group (a few seconds on the embedded broker).
+        ``progress``: if they are not all ready yet, a progress bar counts the services that
+        joined and the seconds waited, so the wait never leaves the screen still."""
+        check_positive("timeout", timeout)
+        services = self.services
+        deadline = time.monotonic() + timeout
+        if progress and not all(s.ready for s in services):
+            bar = progress_bar(len(services), "services joined their consumer groups", unit="service")
+
+            def update(elapsed: float) -> None:
+                bar.n = sum(1 for s in services if s.ready)
+                bar.set_postfix_str(f"waited {elapsed:.0f} s", refresh=True)
+
+            try:
+                wait_until(lambda: all(s.ready or s.error is not None for s in services), timeout,
+                           "the services to join their groups", interval=0.25, strict=False, on_poll=update)
+            finally:
+                bar.close()
+        for svc in services:
+            svc.wait_ready(max(0.1, deadline - time.monotonic()))
         return self
 
     @property

@@ -542,15 +542,3 @@ def start_chain(depth: int, **options: Any) -> Chain:
     except BaseException:
         chain.stop()
         raise
-
-
-# TEMP re-export (issue 12), removed at integration: names other modules and notebooks still
-# use from here until they move to the new homes (resilience, lifecycle, Service.running).
-from .lifecycle import leftovers, listening_ports, stop_all  # noqa: E402, F401 - TEMP re-export
-from .resilience import CallFailed, call_with_breaker, call_with_retries, make_breaker  # noqa: E402, F401 - TEMP re-export
-from .stats import format_duration, percentile  # noqa: E402, F401 - TEMP re-export
-
-
-def running() -> list[Service]:  # TEMP re-export (issue 12), removed at integration
-    """Services started and not stopped; use ``svc.running`` or ``lifecycle.running("service")``."""
-    return [e.resource for e in lifecycle.running("service") if isinstance(e.resource, Service)]

@@ -4,7 +4,7 @@ The cell tagged ``claim-Cn`` measures; the check cell after it computes the comp
 (always relative to a baseline measured in the same run) and hands it to :func:`check`::
 
     with verdicts.measuring("C6"):                     # claim cell: marks the measurement
-        timings = workflow.measure_publish(wf, N_ORDERS)
+        timings = experiments.measure_publish(wf, N_ORDERS)
 
     # check: C6
     verdicts.check("C6", timings.ack_p50 < timings.processing_delay / 3,

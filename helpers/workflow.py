@@ -19,7 +19,6 @@ All durations are plain seconds; notebooks multiply them by their ``TIME_SCALE``
 from __future__ import annotations
 
 import contextlib
-import importlib
 import itertools
 import threading
 import time
@@ -414,17 +413,3 @@ class OrderWorkflow:
     def __repr__(self) -> str:
         names = ", ".join(repr(s) for s in self.services)
         return f"<OrderWorkflow {self._topics} [{names}]>"
-
-
-# TEMP re-export (issue 12), removed at integration: the old names of helpers.workflow, for
-# code that still says workflow.compare_coupling etc. Looked up lazily, so no import cycle.
-_MOVED = {**dict.fromkeys(("WatchResult", "ResultWatcher", "watch_for", "OrderTrack", "track_orders"), "results"),
-          **dict.fromkeys(("PublishTimings", "measure_publish", "FanOut", "fan_out", "PaceRun", "measure_pace",
-                           "Answer", "StaleReads", "stale_reads"), "experiments"),
-          **dict.fromkeys(("ResourceSample", "CouplingRun", "compare_coupling"), "coupling")}
-
-
-def __getattr__(name: str) -> Any:  # TEMP re-export (issue 12), removed at integration
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

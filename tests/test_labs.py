@@ -17,10 +17,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import checks, labs, progress
-from helpers.notebooks import ROOT, tags
+from helpers import checks, progress
+from helpers.tooling import labgen
+from helpers.tooling.lint import tags
+from helpers.tooling.paths import ROOT
 
-SOURCES = labs.sources()
+SOURCES = labgen.sources()
 
 
 def _id(path: Path) -> str:
@@ -57,32 +59,32 @@ def assert_not_yet(result: checks.CheckResult, *phrases: str) -> None:
 def test_five_labs_each_with_a_source_a_learner_notebook_and_a_solution():
     assert [p.name for p in SOURCES] == [lab.notebook for lab in progress.LABS.values()]
     for src in SOURCES:
-        learner, solution = labs.targets(src)
+        learner, solution = labgen.targets(src)
         assert learner.exists() and solution.exists(), f"run `python -m helpers labs build` ({src.name})"
 
 
 def test_generated_notebooks_are_in_sync_with_their_sources():
-    stale = labs.out_of_date()
+    stale = labgen.out_of_date()
     assert not stale, f"out of date (run `python -m helpers labs build`): {[str(p) for p in stale]}"
 
 
 def test_sync_check_fails_when_a_source_changes_and_the_generator_was_not_rerun(tmp_path):
     copy = tmp_path / "labs"
     shutil.copytree(ROOT / "labs", copy)
-    assert labs.out_of_date(copy) == []
-    assert labs.main(["check", "--labs-dir", str(copy)]) == 0
+    assert labgen.out_of_date(copy) == []
+    assert labgen.main(["check", "--labs-dir", str(copy)]) == 0
 
     src = copy / "sources" / SOURCES[0].name
     nb = nbformat.read(src, as_version=4)
-    task = next(c for c in nb.cells if labs.BEGIN in c.source)
-    task.source = task.source.replace(labs.END, "    pass  # an edit\n    " + labs.END)
+    task = next(c for c in nb.cells if labgen.BEGIN in c.source)
+    task.source = task.source.replace(labgen.END, "    pass  # an edit\n    " + labgen.END)
     nbformat.write(nb, src)
 
-    stale = labs.out_of_date(copy)
+    stale = labgen.out_of_date(copy)
     assert stale == sorted([copy / SOURCES[0].name, copy / "solutions" / SOURCES[0].name])
-    assert labs.main(["check", "--labs-dir", str(copy)]) == 1
-    assert labs.build_all(copy) == stale
-    assert labs.out_of_date(copy) == []
+    assert labgen.main(["check", "--labs-dir", str(copy)]) == 1
+    assert labgen.build_all(copy) == stale
+    assert labgen.out_of_date(copy) == []
     assert "pass  # an edit" in (copy / "solutions" / SOURCES[0].name).read_text()
 
 
@@ -90,7 +92,7 @@ def test_a_generated_notebook_without_a_source_is_out_of_date(tmp_path):
     copy = tmp_path / "labs"
     shutil.copytree(ROOT / "labs", copy)
     shutil.copy(copy / SOURCES[0].name, copy / "99_orphan.ipynb")
-    assert copy / "99_orphan.ipynb" in labs.out_of_date(copy)
+    assert copy / "99_orphan.ipynb" in labgen.out_of_date(copy)
 
 
 def _write_source(path: Path, cells: list) -> Path:
@@ -115,7 +117,7 @@ def test_generator_stubs_regions_keeps_hints_and_reveals_solutions_on_demand(tmp
     src = _write_source(tmp_path / "labs" / "sources" / "01_x.ipynb", [
         v4.new_markdown_cell("# Lab 1: X\n\n[Contents](../../lessons/00_welcome.ipynb) | [Next](02_y.ipynb)"),
         task, check, hint, secret, v4.new_markdown_cell("## Recap")])
-    learner, solution = labs.generate(src)
+    learner, solution = labgen.generate(src)
 
     code = learner.cells[1].source
     assert "ANSWER = 1\n# TODO: your code here\nANSWER = ...\n" in code
@@ -136,7 +138,7 @@ def test_generator_stubs_regions_keeps_hints_and_reveals_solutions_on_demand(tmp
     assert "[Contents](../lessons/00_welcome.ipynb) | [Next](02_y.ipynb)" in learner.cells[0].source
     assert "[Contents](../../lessons/00_welcome.ipynb) | [Next](02_y.ipynb)" in solution.cells[0].source
     # deterministic: generating twice gives the same files
-    again = labs.generate(src)
+    again = labgen.generate(src)
     assert nbformat.writes(again[0]) == nbformat.writes(learner)
 
 
@@ -145,17 +147,17 @@ def test_generator_stubs_regions_keeps_hints_and_reveals_solutions_on_demand(tmp
 def test_generator_names_the_cell_with_unbalanced_markers(tmp_path, source):
     src = _write_source(tmp_path / "labs" / "sources" / "01_bad.ipynb",
                         [nbformat.v4.new_markdown_cell("# Lab"), nbformat.v4.new_code_cell(source)])
-    with pytest.raises(labs.LabSourceError, match="01_bad.ipynb, cell 1"):
-        labs.generate(src)
-    assert labs.main(["check", "--labs-dir", str(tmp_path / "labs")]) == 2
+    with pytest.raises(labgen.LabSourceError, match="01_bad.ipynb, cell 1"):
+        labgen.generate(src)
+    assert labgen.main(["check", "--labs-dir", str(tmp_path / "labs")]) == 2
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=_id)
 def test_learner_notebook_holds_no_solution_code_outside_the_reveals(source):
     src = nbformat.read(source, as_version=4)
-    learner = nbformat.read(labs.targets(source)[0], as_version=4)
+    learner = nbformat.read(labgen.targets(source)[0], as_version=4)
     learner_code = "\n".join(c.source for c in learner.cells if c.cell_type == "code")
-    assert labs.BEGIN not in learner_code
+    assert labgen.BEGIN not in learner_code
     assert "NotImplementedError" in learner_code or "= ..." in learner_code
     solution_lines, given_lines = set(), set()
     for cell in src.cells:
@@ -163,12 +165,12 @@ def test_learner_notebook_holds_no_solution_code_outside_the_reveals(source):
             continue
         inside = False
         for line in cell.source.splitlines():
-            if line.strip() in (labs.BEGIN, labs.END):
-                inside = line.strip() == labs.BEGIN
+            if line.strip() in (labgen.BEGIN, labgen.END):
+                inside = line.strip() == labgen.BEGIN
             else:
                 (solution_lines if inside else given_lines).add(line.strip())
     distinctive = {line for line in solution_lines - given_lines
-                   if len(line) > 12 and not line.startswith(("#", "return", labs.STUB))}
+                   if len(line) > 12 and not line.startswith(("#", "return", labgen.STUB))}
     assert distinctive, "a lab without solution code?"
     leaked = sorted(line for line in distinctive if line in learner_code)
     assert not leaked, f"solution lines left in the learner notebook: {leaked}"
@@ -183,7 +185,7 @@ def test_every_task_is_followed_by_its_check_and_every_check_of_the_lab_is_used(
               if lab == number and f"check_lab{lab}_{name}(" in c.source]
     assert called == list(progress.LABS[number].checks)
     for i, cell in enumerate(nb.cells):
-        if labs.BEGIN in cell.source:
+        if labgen.BEGIN in cell.source:
             later = [c for c in nb.cells[i + 1:] if c.cell_type == "code"]
             assert any("check" in tags(c) for c in later), f"cell {i} has a task but no check after it"
 
@@ -196,7 +198,7 @@ def test_unsolved_learner_notebook_stops_at_its_first_check_with_not_yet(source,
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    path = labs.targets(source)[0]
+    path = labgen.targets(source)[0]
     nb = nbformat.read(path, as_version=4)
     first_check = next(i for i, c in enumerate(nb.cells) if "check" in tags(c))
     client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
@@ -209,7 +211,7 @@ def test_unsolved_learner_notebook_stops_at_its_first_check_with_not_yet(source,
     assert error.ename == "NotYet"
     assert "Not yet:" in error.evalue and "TODO" in error.evalue, error.evalue
     shown = "\n".join(error.traceback)
-    assert "Traceback" not in shown and "helpers/checks.py" not in shown, shown
+    assert "Traceback" not in shown and "helpers/checks/" not in shown, shown
     assert "Not yet:" in str(stopped.value)
     later = [c for c in nb.cells[first_check + 1:] if c.cell_type == "code"]
     assert all(c.execution_count is None for c in later), "nothing after the first check may run"
@@ -267,12 +269,13 @@ def test_lab1_weakest_link(chain):
 
     assert_passes(judge(checks.check_lab1_weakest_link, by_trace))
 
-    def blames_the_edge(chain):  # parses "502 from svc-1: ..."
+    def blames_the_edge(chain):  # parses "502 from orders: ..."
         m = services.measure(chain, 60)
-        return collections.Counter(r.error.split(":")[0].split()[-1] for r in m.results if not r.ok).most_common(1)[0][0]
+        blamed = collections.Counter(r.error.split(":")[0].split()[-1] for r in m.results if not r.ok)
+        return blamed.most_common(1)[0][0]
 
-    assert_not_yet(judge(checks.check_lab1_weakest_link, blames_the_edge), "you blamed svc-1, the edge")
-    assert_not_yet(judge(checks.check_lab1_weakest_link, lambda chain: "svc-3"), "fixed rather than measured")
+    assert_not_yet(judge(checks.check_lab1_weakest_link, blames_the_edge), "you blamed orders, the edge")
+    assert_not_yet(judge(checks.check_lab1_weakest_link, lambda chain: "shipping"), "fixed rather than measured")
     assert_not_yet(judge(checks.check_lab1_weakest_link, lambda chain: 2), "should return a service name")
 
 
@@ -357,12 +360,14 @@ def test_lab1_breaker(chain):
     assert_not_yet(judge(checks.check_lab1_breaker, chain, lambda c: never_raises.call(services.call, c, timeout=0.5)),
                    "the breaker never opened")
 
+    from helpers import resilience
+
     leaky = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=0.1)
 
     def lets_it_out(c):
         try:
             return leaky.call(lambda: _raise_if_failed(services.call(c, timeout=0.5)))
-        except services.CallFailed as failed:
+        except resilience.CallFailed as failed:
             return failed.result
 
     assert_not_yet(judge(checks.check_lab1_breaker, chain, lets_it_out), "CircuitBreakerError out")
@@ -372,7 +377,7 @@ def test_lab1_breaker(chain):
     def never_closes(c):
         try:
             return stuck.call(lambda: _raise_if_failed(services.call(c, timeout=0.5)))
-        except services.CallFailed as failed:
+        except resilience.CallFailed as failed:
             return failed.result
         except pybreaker.CircuitBreakerError:
             return services.CallResult(ok=False, status=None, latency=0.0, error="open")
@@ -381,10 +386,10 @@ def test_lab1_breaker(chain):
 
 
 def _raise_if_failed(result):
-    from helpers import services
+    from helpers import resilience
 
     if not result.ok:
-        raise services.CallFailed(result)
+        raise resilience.CallFailed(result)
     return result
 
 
@@ -515,7 +520,7 @@ def test_crash_drill_counts_what_each_strategy_does(kafka):
 
 
 def test_lab3_audit(kafka):
-    from helpers import consumers
+    from helpers import producers
 
     def with_sets(produced_ids, records):  # a different correct solution: sets, no Counter
         first, again = set(), 0
@@ -529,7 +534,7 @@ def test_lab3_audit(kafka):
 
     assert_passes(judge(checks.check_lab3_audit, with_sets))
     topic = kafka.create_topic(prefix="t-audit")
-    ids = consumers.produce_backlog(kafka, topic, 20)
+    ids = producers.produce_backlog(kafka, topic, 20)
     real = [{"kind": "processed", "event_id": i, "partition": 0, "offset": n} for n, i in enumerate(ids)]
     real += [dict(r) for r in real[5:9]] + [{"kind": "committed", "offsets": {"0": 20}}]
     result = judge(checks.check_lab3_audit, with_sets, ids, real)
@@ -622,17 +627,21 @@ def test_lab4_plan():
 
 
 def _drain(kafka, partitions, n_consumers, *, backlog=300, produce=100.0, process=100.0, seconds=2.0):
-    """A different correct run than the lab's: a bare LagMonitor, no chart; 10x the lab's rates."""
-    from helpers import consumers, lag
+    """A different correct run than the lab's: a bare LagMonitor, no chart; 10x the lab's rates.
+    ``produce=None``: no new orders arrive while it drains."""
+    import contextlib
+
+    from helpers import consumers, lag, producers
 
     topic = kafka.create_topic(prefix="t-drain", partitions=partitions)
-    consumers.produce_backlog(kafka, topic, backlog)
+    producers.produce_backlog(kafka, topic, backlog)
     group = consumers.ConsumerGroup(kafka, topic, n_consumers, rate=process, paused=True)
     try:
         group.start()
         group.wait_assigned()
         monitor = lag.LagMonitor(kafka, topic, group.group_id, interval=0.2)
-        with consumers.ProducerRunner(kafka, topic, rate=produce):
+        arrivals = producers.ProducerRunner(kafka, topic, rate=produce) if produce else contextlib.nullcontext()
+        with arrivals:
             group.resume()
             with monitor:
                 time.sleep(seconds)
@@ -663,6 +672,16 @@ def test_lab4_drain(kafka):
     assert_not_yet(judge(checks.check_lab4_drain, short, deadline=2.0, max_lag=60), "before the deadline")
     rebound = synthetic([(0, 300), (1.0, 50), (1.5, 200), (2.5, 400)])
     assert_not_yet(judge(checks.check_lab4_drain, rebound, deadline=2.0, max_lag=60), "climbed back")
+
+
+def test_lab4_drain_judges_the_arrivals_too(kafka):
+    """With the backlog and the produce rate, the check also sees whether new orders kept arriving."""
+    good = _drain(kafka, 3, 3, seconds=2.6)
+    assert_passes(judge(checks.check_lab4_drain, good, deadline=2.0, max_lag=60, consumers=3, backlog=300,
+                        produce_rate=100.0))
+    quiet = _drain(kafka, 3, 3, produce=None, seconds=2.6)  # drains fast: nothing new arrives
+    assert_not_yet(judge(checks.check_lab4_drain, quiet, deadline=2.0, max_lag=60, consumers=3, backlog=300,
+                         produce_rate=100.0), "new orders", "ProducerRunner")
 
 
 # =========================================================================== (c) lab 5: embrace the async
@@ -771,7 +790,17 @@ def test_lab5_pending(kafka):
         result = _wait(consumer, cid, deadline / 2) or _wait(consumer, cid, deadline / 2)
         return outcome[result.type] if result else "pending"
 
-    assert_passes(judge(checks.check_lab5_pending, kafka, status))
+    result = judge(checks.check_lab5_pending, kafka, status)
+    assert_passes(result)
+    assert "scanned the results from offset 0" in result.message  # passes, and says what the scans cost
+
+    def with_the_dispatcher(shop, order, deadline):  # the pattern: the shop's one long-lived result consumer
+        answer = shop.dispatcher.wait(_place(shop, order), timeout=deadline)
+        return outcome[answer.event.type] if answer.found else "pending"
+
+    result = judge(checks.check_lab5_pending, kafka, with_the_dispatcher)
+    assert_passes(result)
+    assert "without a scan per request" in result.message
 
     def optimistic(shop, order, deadline):
         _place(shop, order)
@@ -811,7 +840,30 @@ def test_lab5_shop_answers_each_request_with_its_correlation_id(kafka):
         assert _wait(shop.results_consumer(), declined, 5).type == "PaymentDeclined"
         assert _wait(shop.results_consumer(), big, 0.1) is None, "a big order takes `slow` seconds"
         assert _wait(shop.results_consumer(), big, 5).type == "OrderShipped"
-    assert not shop.fulfilment._thread.is_alive()
+        # the same answers through the dispatcher, which read each result once
+        assert shop.dispatcher.wait(declined, timeout=5).event.type == "PaymentDeclined"
+        assert shop.dispatcher.wait(big, timeout=5).found
+        assert shop.dispatcher.count() == 3 and shop.fulfilment.outcomes() == {
+            "T-1": "shipped", "T-2": "shipped", "T-3": "declined"}
+    assert not shop.fulfilment.running and not shop.dispatcher.running
+
+
+def test_lab5_fulfilment_is_an_event_service_on_its_own_clocks(kafka):
+    """Lab 5's back office is the library's EventService (no copy of the poll loop): no group, every order
+    on its own clock, so a big order does not hold up the small ones behind it."""
+    from helpers import lifecycle
+    from helpers.eventservices import EventService
+
+    with checks.lab5_shop(kafka, fast=0.05, slow=1.0) as shop:
+        assert isinstance(shop.fulfilment, EventService) and not shop.fulfilment.use_group
+        assert {e.name for e in lifecycle.running()} >= {"fulfilment", "shop-dispatcher"}
+        big = _place(shop, {"order_id": "U-1", "customer": "ada", "items": 9})
+        small = _place(shop, {"order_id": "U-2", "customer": "ada", "items": 1})
+        assert shop.dispatcher.wait(small, timeout=0.8).found, "the small order waited for the big one"
+        assert not shop.dispatcher.wait(big, timeout=0.1).found
+    assert not any(e.kind == "shop" for e in lifecycle.running())
+    with pytest.raises(ValueError, match="fast"):
+        checks.Fulfilment(kafka, "o", "r", fast=-1, slow=1)
 
 
 # =========================================================================== (d) progress
@@ -884,7 +936,7 @@ def test_an_unreadable_progress_file_means_no_progress_not_an_error(tmp_path, mo
 
 @pytest.mark.parametrize("source", SOURCES, ids=_id)
 def test_running_a_solution_notebook_does_not_count_as_doing_the_lab(source):
-    learner, solution = (nbformat.read(p, as_version=4) for p in labs.targets(source))
+    learner, solution = (nbformat.read(p, as_version=4) for p in labgen.targets(source))
     switch = "checks.RECORD_PROGRESS = False"
     first_check = next(i for i, c in enumerate(solution.cells) if "check" in tags(c))
     assert any(switch in c.source for c in solution.cells[:first_check])

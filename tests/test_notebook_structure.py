@@ -9,6 +9,7 @@ import nbformat
 import pytest
 
 from helpers.tooling.lint import all_notebooks, claim_problems, claims, is_stripped, required_claims, tags
+from helpers.tooling import slides
 from helpers.tooling.paths import ROOT
 
 LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
@@ -60,6 +61,15 @@ def test_sections_a_reader_expects(path):
         assert heading in text, f"missing section {heading!r}"
     if path.parent.name == "lessons":
         assert "## Check yourself" in text and "<details>" in text, "check-yourself answers open on demand"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=_id)
+def test_lesson_has_its_slide_boundaries(path):
+    """A teacher presents any lesson live with jupyterlab-rise: title, objectives, each demo with
+    its figure, the verdicts and the recap start slides (helpers/tooling/slides.py sets them)."""
+    problems = slides.problems(path)
+    assert not problems, (f"{_id(path)}: run `python -m helpers slides apply {_id(path)}`:\n  "
+                          + "\n  ".join(problems))
 
 
 @pytest.mark.parametrize("path", COURSE_NOTEBOOKS, ids=_id)

@@ -1,8 +1,9 @@
 """The course website (``python -m helpers site``): every lesson and lab as a web page.
 
 Built with Sphinx + myst-nb (the engine of Jupyter Book 1) and the Sphinx Book Theme from
-EXECUTED notebooks: a folder mirroring ``lessons/`` and ``labs/solutions/`` (default
-``build/learner-run/``, made by ``python -m helpers run --time-scale 1.0``). Nothing is
+EXECUTED notebooks: a folder mirroring ``lessons/`` and ``labs/solutions/``. By default
+``build/learner-run/`` (the tests' learners' pass at time scale 1.0), else ``build/run/``
+(``python -m helpers run --time-scale 1.0``); ``--from`` names another. Nothing is
 executed here, and the build needs no network: the theme, the search index and plotly.js
 all come from installed packages.
 
@@ -13,9 +14,10 @@ What the pages get, on top of myst-nb's rendering:
 * **plotly.js once**: every plotly figure becomes a small ``<div>`` holding its JSON, drawn
   by ``_static/course-figures.js`` with the site's one copy of ``plotly.min.js`` (the figure
   stays interactive: hover, zoom). The notebooks' saved widget state (which embeds
-  plotly.js again, 5 MB per notebook) is dropped: a widget's figure is published as a
-  plotly figure, its HTML read-out as HTML, and its sliders are named in a note that
-  points to the launch buttons;
+  plotly.js again, 5 MB per notebook) is dropped: a widget's HTML read-out is published as
+  HTML, its figure as a plotly figure unless it was redrawn after it was first shown (the
+  saved state keeps only the first drawing), and a note names its sliders and points to
+  the launch buttons;
 * **launch buttons**: Binder and, with ``--hub``, a JupyterHub (nbgitpuller) link per page,
   from ``helpers.tooling.links``; without a GitHub repository (``--repo`` or the git
   remote) the pages have none;
@@ -24,7 +26,9 @@ What the pages get, on top of myst-nb's rendering:
 * the glossary, further reading, the claims and the teacher's guide from ``docs/``, when present;
 * Sphinx's own search (a local index, no service).
 
-Sources of the site itself (``conf.py``, the home page, CSS and JS) are in ``docs/site/``.
+Sources of the site itself (``conf.py``, the home page, CSS and JS) are in ``docs/site/``;
+a build stages them with the prepared notebooks in ``OUT-src/`` (``build/site-src/``) and
+runs Sphinx there.
 """
 from __future__ import annotations
 
@@ -47,7 +51,8 @@ from . import UsageError
 from .links import COURSE_PATH, Repo, binder_link, check_hub, current_branch, hub_link, origin_url, parse_github
 from .paths import BUILD, DOCS, ROOT
 
-DEFAULT_FROM = BUILD / "learner-run"
+#: Where executed notebooks are looked for when --from is not given, in this order.
+DEFAULT_FROM = (BUILD / "learner-run", BUILD / "run")
 DEFAULT_OUT = BUILD / "site"
 SITE_SOURCES = DOCS / "site"
 #: Documents from docs/ published under "Reference" when they exist, in this order.
@@ -79,6 +84,7 @@ class BuildResult:
     """What ``build`` made."""
 
     out: Path
+    source: Path                                           # the folder of executed notebooks
     pages: list[Page]
     docs: list[str]
     seconds: float
@@ -159,6 +165,9 @@ def _strip_remote_scripts(text: str) -> str:
     return re.sub(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>", "", text, flags=re.IGNORECASE)
 
 
+_REDRAWN = "\0figure redrawn live"  # marks a FigureWidget whose saved figure is out of date
+
+
 class _Widgets:
     """A notebook's saved widget state, turned into static outputs."""
 
@@ -174,11 +183,14 @@ class _Widgets:
         if not found and not controls:
             return [_html_output('<p class="course-live-note">An interactive widget is shown here when the '
                                  'notebook runs: launch it to use it.</p>')]
-        if controls:
-            names = ", ".join(html.escape(c) for c in dict.fromkeys(controls))
-            found.append(_html_output(f'<p class="course-live-note">When the notebook runs, this output has live '
-                                      f'controls ({names}) that re-run the measurement: launch the notebook to '
-                                      f'use them. Shown: the result of the run that built this page.</p>'))
+        redrawn = _REDRAWN in controls
+        names = ", ".join(html.escape(c) for c in dict.fromkeys(controls) if c != _REDRAWN)
+        if names or redrawn:
+            what = (f"live controls ({names}) that re-run the measurement" if names else "")
+            what += (" and " if names and redrawn else "") + ("a figure it redraws as it runs" if redrawn else "")
+            shown = "its last read-out" if redrawn else "the result of the run that built this page"
+            found.append(_html_output(f'<p class="course-live-note">When the notebook runs, this output has {what}: '
+                                      f'launch the notebook to use them. Shown here: {shown}.</p>'))
         return found
 
     def _walk(self, model_id: str, found: list, controls: list, seen: set) -> None:
@@ -188,10 +200,15 @@ class _Widgets:
         seen.add(model_id)
         name, state = model.get("model_name", ""), model.get("state", {})
         if "_widget_data" in state or ("_data" in state and "_layout" in state):  # plotly FigureWidget
-            figure = {"data": state.get("_widget_data", state.get("_data")),
-                      "layout": state.get("_widget_layout", state.get("_layout")),
-                      "config": state.get("_config") or {}}
-            found.append(_html_output(plotly_html(figure)))
+            # Its saved data is the figure as first displayed: later redraws travel as messages
+            # that the saved state does not keep, so a figure edited since is not published.
+            if state.get("_last_trace_edit_id") or state.get("_last_layout_edit_id"):
+                controls.append(_REDRAWN)
+            else:
+                figure = {"data": state.get("_widget_data", state.get("_data")),
+                          "layout": state.get("_widget_layout", state.get("_layout")),
+                          "config": state.get("_config") or {}}
+                found.append(_html_output(plotly_html(figure)))
         elif name == "OutputModel":
             found.extend(self.convert(state.get("outputs", [])))
         elif name in ("HTMLModel", "HTMLMathModel") and state.get("value"):
@@ -374,19 +391,25 @@ def _repo(repo: str | None) -> Repo | None:
         return None
 
 
-def build(from_dir: Path = DEFAULT_FROM, out: Path = DEFAULT_OUT, repo: str | None = None,
+def default_from() -> Path:
+    """The first folder of DEFAULT_FROM that exists (the first one if none does)."""
+    return next((d for d in DEFAULT_FROM if d.is_dir()), DEFAULT_FROM[0])
+
+
+def build(from_dir: Path | None = None, out: Path = DEFAULT_OUT, repo: str | None = None,
           ref: str | None = None, hub: str | None = None) -> BuildResult:
-    """Build the site from the executed notebooks in ``from_dir`` into ``out`` (replaced).
+    """Build the site from the executed notebooks in ``from_dir`` (default: :func:`default_from`)
+    into ``out`` (replaced).
 
     ``repo`` (a GitHub URL; default: the git remote ``origin``), ``ref`` (default: the current
     branch) and ``hub`` (a JupyterHub base URL) make the launch buttons. ValueError names the
     bad parameter; RuntimeError carries Sphinx's output when the build fails.
     """
     started = time.monotonic()
-    from_dir, out = Path(from_dir).resolve(), Path(out).resolve()
+    from_dir, out = Path(from_dir or default_from()).resolve(), Path(out).resolve()
     if not from_dir.is_dir():
-        raise ValueError(f"--from must be a folder of executed notebooks (made by `python -m helpers run "
-                         f"--time-scale 1.0`), got {str(from_dir)!r}, which does not exist")
+        raise ValueError(f"--from must be a folder of executed notebooks (`python -m helpers run --time-scale 1.0` "
+                         f"writes build/run), got {str(from_dir)!r}, which does not exist")
     pages, missing = course_pages(from_dir)
     if not pages:
         raise ValueError(f"--from {str(from_dir)!r} holds no executed lesson or lab "
@@ -416,7 +439,7 @@ def build(from_dir: Path = DEFAULT_FROM, out: Path = DEFAULT_OUT, repo: str | No
         shutil.rmtree(out)
     shutil.move(str(html_dir), str(out))
     warnings = [line for line in result.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
-    return BuildResult(out, pages, docs, time.monotonic() - started, folder_size(out), missing,
+    return BuildResult(out, from_dir, pages, docs, time.monotonic() - started, folder_size(out), missing,
                        with_errors, warnings)
 
 
@@ -424,9 +447,10 @@ def build(from_dir: Path = DEFAULT_FROM, out: Path = DEFAULT_OUT, repo: str | No
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``site`` options: --from, --out, --repo, --ref, --hub."""
-    parser.add_argument("--from", dest="from_dir", type=Path, default=DEFAULT_FROM, metavar="DIR",
-                        help="executed notebooks mirroring lessons/ and labs/solutions/ "
-                             "(default: build/learner-run, from `python -m helpers run --time-scale 1.0`)")
+    parser.add_argument("--from", dest="from_dir", type=Path, default=None, metavar="DIR",
+                        help="executed notebooks mirroring lessons/ and labs/solutions/ (default: "
+                             "build/learner-run, the tests' learners' pass, else build/run, "
+                             "from `python -m helpers run --time-scale 1.0`)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                         help="where the site goes (default: build/site; replaced)")
     parser.add_argument("--repo", help="GitHub repository for the launch buttons, https://github.com/OWNER/REPO "
@@ -441,6 +465,7 @@ def run(args: argparse.Namespace) -> int:
         result = build(args.from_dir, args.out, args.repo, args.ref, args.hub)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    print(f"from {result.source}")
     print(result.summary())
     if not args.repo and not origin_url():
         print("  no --repo and no git remote 'origin': the pages have no launch buttons", file=sys.stderr)

@@ -8,10 +8,11 @@ it from the lesson's structure (docs/authoring.md), so no one places boundaries 
 * the title cell (``# Lesson N: ...``), ``## Objectives``, every ``##`` section (the
   experiment, clean up, check yourself, ``## Recap``): a **slide**;
 * every claim demo (the cell tagged ``claim-Cn``) with its figure: a **slide**, starting at
-  the prose that introduces it when a markdown cell sits right before the demo;
+  the prose that introduces it (a prediction, say) when a markdown cell sits right before the
+  demo, or the section's slide when only prose comes before the demo on it;
 * the verdict (the ``# check: Cn`` cell right after the demo): a **fragment**, revealed with
-  the figure drawn right after it (``-``); the prose after a figure (what to look at in it):
-  a **fragment** of the figure's slide;
+  the figure drawn right after it (``-``); the prose after code that draws a figure (what to
+  look at in it): a **fragment** of the figure's slide;
 * the parameters cell: a **subslide** (the setup under the objectives); ``###`` headings and
   prose that follows code: **subslides**; everything else continues its slide (``-``).
 
@@ -80,9 +81,12 @@ def _dotted(node: ast.expr) -> str:
 
 
 def _is_figure(cell: NotebookNode) -> bool:
-    """A code cell with a top-level expression that draws a figure or shows a widget."""
+    """A code cell tagged ``figure``, or with a top-level expression that draws a figure or
+    shows a widget."""
     if cell.cell_type != "code":
         return False
+    if "figure" in cell.metadata.get("tags", []):
+        return True
     try:
         tree = ast.parse(cell.source)
     except SyntaxError:  # a magic or a shell escape
@@ -110,9 +114,13 @@ def expected(nb: NotebookNode) -> list[str]:
         elif level >= 3:
             kind, in_demo = SUBSLIDE, False
         elif _is_claim(cell):
-            # The demo's slide starts at the prose that introduces it, unless that prose is
-            # what to look at in the figure before it (then the demo starts its own slide).
-            if after_markdown and types[i - 1] != FRAGMENT:
+            # The demo gets a slide of its own: the slide it is on, if only prose comes before
+            # it there (a section's heading, a prediction); else one starting at the prose that
+            # introduces it, unless that prose is what to look at in the figure before it.
+            start = max(k for k, t in enumerate(types) if t in BOUNDARIES)
+            if types[start] == SLIDE and all(c.cell_type == "markdown" for c in cells[start:i]):
+                kind = CONTINUE
+            elif after_markdown and types[i - 1] != FRAGMENT:
                 types[i - 1], kind = SLIDE, CONTINUE
             else:
                 kind = SLIDE
@@ -126,8 +134,11 @@ def expected(nb: NotebookNode) -> list[str]:
             in_demo = in_demo and (_is_check(previous) or _is_claim(previous))
             kind = CONTINUE
         elif not after_markdown:  # prose after code
-            # what to look at in the figure above | the next step of the story
-            kind = FRAGMENT if in_demo or _is_figure(previous) else SUBSLIDE
+            # what to look at in a figure drawn by the code above | the next step of the story
+            run = i
+            while run > 0 and cells[run - 1].cell_type == "code":
+                run -= 1
+            kind = FRAGMENT if in_demo or any(_is_figure(c) for c in cells[run:i]) else SUBSLIDE
             in_demo = False
         else:
             kind = CONTINUE

@@ -5,13 +5,23 @@
 cells in the browser never writes outputs into the committed notebooks. The kernels
 inherit COURSE_STATE_DIR from tests/conftest.py and so share the session's broker.
 
-``lab.run("lessons/03_x.ipynb")`` opens one notebook, runs all cells from the Run menu,
+``lab.run("lessons/01_x.ipynb")`` opens one notebook, runs all cells from the Run menu,
 waits until every cell has executed and the kernel is idle, checks what rendered,
 moves a slider and watches its figure change (clicking the widget's button if it only
 runs on demand; if the notebook's last cells stopped what the widget drives, it re-runs
 up to the widget's cell with Kernel > Restart Kernel and Run up to Selected Cell first),
-saves a screenshot, and shuts the kernel down. It returns a :class:`NotebookReport`;
-the tests assert on it.
+saves a screenshot, optionally hands the page to ``after`` (e.g. ``lab.present``, which
+enters RISE slide mode: :func:`present_as_slides`), and shuts the kernel down. It returns
+a :class:`NotebookReport`; the tests assert on it. The lessons in the copy have their slide boundaries applied
+(``helpers.tooling.slides``), as a teacher's copy would.
+
+``lab.open("executed/lessons/02_x.ipynb")`` opens an already EXECUTED notebook (copied into the
+root with ``lab.add``) without running anything, and checks what its saved outputs render
+(figures, widgets from the saved widget state, no error output).
+
+The executed notebooks come from the session's ``learner_run`` (tests/conftest.py: every
+lesson and lab solution executed once at time scale 1.0 into build/learner-run/;
+``COURSE_LEARNER_RUN_NOTEBOOKS`` narrows it on a laptop); ``executed_dir`` is its folder.
 
 Chromium comes from Debian (``apt-get install -y chromium``) because Playwright's own
 browser download cannot work here; without it (or without ``pip install playwright``)
@@ -122,6 +132,7 @@ class NotebookReport:
     interaction: str = "not tried"
     screenshot: str = ""
     console_errors: list[str] = field(default_factory=list)
+    after: object = None  # what ``run(..., after=...)`` returned (e.g. a SlidesReport)
 
     def summary(self) -> str:
         lines = [f"{self.path}: {len(self.problems)} problem(s) after {self.seconds:.1f} s; counts {self.counts}; "
@@ -140,16 +151,34 @@ class Lab:
         self.url, self.token, self.root, self.context = url, token, root, context
 
     def run(self, relpath: str, screenshot: Path | None = None, interact: bool = True,
-            settle: float = RENDER_SETTLE_S) -> NotebookReport:
-        return run_notebook(self, relpath, screenshot, interact, settle)
+            settle: float = RENDER_SETTLE_S, after=None) -> NotebookReport:
+        return run_notebook(self, relpath, screenshot, interact, settle, after)
+
+    def open(self, relpath: str, screenshot: Path | None = None, settle: float = RENDER_SETTLE_S) -> NotebookReport:
+        return open_notebook(self, relpath, screenshot, settle)
+
+    def present(self, page, relpath: str, screenshot: Path | None = None):
+        """RISE slide mode for the notebook open in ``page``: a :class:`SlidesReport`."""
+        return present_as_slides(self, page, relpath, screenshot)
+
+    def add(self, folder: Path, under: str) -> None:
+        """Copy ``folder`` into the lab's root as ``under`` (replacing it)."""
+        target = self.root / under
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(folder, target, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
 
 
 def _copy_course(dest: Path) -> None:
+    from helpers.tooling import slides
+
     ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__")
     for folder in ("lessons", "labs"):
         if (ROOT / folder).is_dir():
             shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
     shutil.copytree(FIXTURES, dest / "fixtures", ignore=ignore)
+    for lesson in sorted((dest / "lessons").glob("*.ipynb")):
+        slides.apply(lesson)  # a teacher's copy: ready to present with RISE
 
 
 def _wait_for_lab(url: str, token: str, proc: subprocess.Popen, log: Path) -> None:
@@ -227,6 +256,15 @@ def lab(browser_context, kafka, tmp_path_factory):
         _stop(proc)
 
 
+# ------------------------------------------------------------------ executed notebooks
+
+@pytest.fixture(scope="session")
+def executed_dir(learner_run) -> Path:
+    """The folder of executed notebooks (mirroring lessons/ and labs/solutions/) that the
+    session's ``learner_run`` (tests/conftest.py) made."""
+    return Path(getattr(learner_run, "root", learner_run))
+
+
 # ------------------------------------------------------------------ driving one notebook
 # The rig's JupyterLab runs with expose_app_in_browser, so the page scripts below read the
 # notebook model (cells, outputs and their mime types, execution counts, kernel status)
@@ -263,6 +301,7 @@ CHECK_JS = "(path) => {" + _PANEL + """
   const shown = el => !el.checkVisibility || el.checkVisibility();
   const firstLine = t => (t || '').trim().split('\\n')[0].slice(0, 200);
   const TRACEBACK = /Traceback \\(most recent call last\\)|^\\w*(Error|Exception)\\b.*:/m;
+  const lastTraceback = t => firstLine(t.split('\\n').filter(l => TRACEBACK.test(l)).pop());
   panel.content.widgets.forEach((cell, i) => {
     if (cell.model.type !== 'code' || !cell.model.sharedModel.getSource().trim()) return;
     counts.code_cells++;
@@ -276,7 +315,7 @@ CHECK_JS = "(path) => {" + _PANEL + """
       const where = `cell ${i} output ${j}`;
       if (o.type === 'error') problems.push(`${where}: error output ${raw.ename}: ${firstLine(raw.evalue)}`);
       if (o.type === 'stream' && raw.name === 'stderr' && TRACEBACK.test(String(raw.text)))
-        problems.push(`${where}: traceback on stderr: ${firstLine(String(raw.text).split('\\n').filter(l => TRACEBACK.test(l)).pop())}`);
+        problems.push(`${where}: traceback on stderr: ${lastTraceback(String(raw.text))}`);
       if ('application/vnd.plotly.v1+json' in data) {
         counts.figures_expected++;
         const gd = node && node.querySelector('.js-plotly-plot');
@@ -297,7 +336,8 @@ CHECK_JS = "(path) => {" + _PANEL + """
         const root = out && out.firstElementChild;
         const all = root ? [root, ...root.querySelectorAll('*')] : [];
         if (!out) problems.push(`${where}: ipywidget not rendered (no output element)`);
-        else if (/Error displaying widget/.test(out.innerText)) problems.push(`${where}: ipywidget not rendered: ${firstLine(out.innerText)}`);
+        else if (/Error displaying widget/.test(out.innerText))
+          problems.push(`${where}: ipywidget not rendered: ${firstLine(out.innerText)}`);
         else if (!root) problems.push(`${where}: ipywidget not rendered (no widget view in the output)`);
         else if (!all.some(sized) && shown(root) &&
                  !(root.matches('.widget-output') && !root.querySelector('.jp-OutputArea-child')))
@@ -313,10 +353,13 @@ CHECK_JS = "(path) => {" + _PANEL + """
     else problems.push(`figure ${k} in the page: plotly figure with size 0 or nothing drawn`);
   });
   nb.querySelectorAll('.jupyter-widgets-output-area .jupyter-widgets').forEach(el => {
-    if (/^Error displaying widget/.test(el.innerText || '')) problems.push(`nested ipywidget not rendered: ${firstLine(el.innerText)}`);
+    if (/^Error displaying widget/.test(el.innerText || ''))
+      problems.push(`nested ipywidget not rendered: ${firstLine(el.innerText)}`);
   });
-  nb.querySelectorAll(".jupyter-widgets-output-area .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").forEach(el => {
-    if (TRACEBACK.test(el.innerText)) problems.push(`traceback inside a widget's output: ${firstLine(el.innerText.split('\\n').filter(l => TRACEBACK.test(l)).pop())}`);
+  const STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']";
+  nb.querySelectorAll(`.jupyter-widgets-output-area ${STDERR}`).forEach(el => {
+    if (TRACEBACK.test(el.innerText))
+      problems.push(`traceback inside a widget's output: ${lastTraceback(el.innerText)}`);
   });
   counts.sliders = [...nb.querySelectorAll('.widget-slider')].filter(el => shown(el) && sized(el)).length;
   return {problems, counts, interactive};
@@ -530,16 +573,21 @@ def _screenshot(page, path: str, target: Path) -> str:
     return str(target)
 
 
+def _lab_url(lab: Lab, path: str) -> str:
+    return f"{lab.url}/lab/tree/{urllib.parse.quote(path)}?reset&token={lab.token}"
+
+
 def run_notebook(lab: Lab, path: str, screenshot: Path | None = None, interact: bool = True,
-                 settle: float = RENDER_SETTLE_S) -> NotebookReport:
-    """Open ``path`` (relative to the lab root), run all cells, check, interact, screenshot."""
+                 settle: float = RENDER_SETTLE_S, after=None) -> NotebookReport:
+    """Open ``path`` (relative to the lab root), run all cells, check, interact, screenshot;
+    then ``after(page, path)`` (its result in ``report.after``) while the kernel still runs."""
     report = NotebookReport(path)
     started = time.monotonic()
     page = lab.context.new_page()
     page.on("console", lambda m: m.type == "error" and report.console_errors.append(m.text))
     page.on("pageerror", lambda e: report.console_errors.append(f"page error: {e}"))
     try:
-        page.goto(f"{lab.url}/lab/tree/{urllib.parse.quote(path)}?reset&token={lab.token}", wait_until="domcontentloaded")
+        page.goto(_lab_url(lab, path), wait_until="domcontentloaded")
         _wait_kernel_ready(page, path)
         page.evaluate(SCROLL_JS, path)
         _run_all(page)
@@ -548,8 +596,8 @@ def run_notebook(lab: Lab, path: str, screenshot: Path | None = None, interact: 
         report.problems, report.counts = list(result["problems"]), dict(result["counts"])
         if interact and result["interactive"]:
             report.interaction = _interact(page, path)
-            after = page.evaluate(CHECK_JS, path)  # a callback must not break anything either
-            report.problems += [p for p in after["problems"] if p not in report.problems]
+            recheck = page.evaluate(CHECK_JS, path)  # a callback must not break anything either
+            report.problems += [p for p in recheck["problems"] if p not in report.problems]
         if screenshot is not None:
             report.screenshot = _screenshot(page, path, screenshot)
         if interact and result["interactive"] and not report.interaction.startswith("updated"):
@@ -558,14 +606,191 @@ def run_notebook(lab: Lab, path: str, screenshot: Path | None = None, interact: 
             first, index = report.interaction, result["interactive"][0]
             report.interaction = f"{_interact_fresh(page, path, index)} [re-ran up to cell {index}; " \
                                  f"right after Run All: {first}]"
-            after = page.evaluate(CHECK_JS, path)
-            report.problems += [p for p in after["problems"]
+            recheck = page.evaluate(CHECK_JS, path)
+            report.problems += [p for p in recheck["problems"]
                                 if p not in report.problems and "not executed" not in p]
+        if after is not None:
+            report.after = after(page, path)
     finally:
         try:
             page.evaluate(SHUTDOWN_JS, path)
-        except Exception:  # the page may be gone; the server shuts kernels down at the end anyway
+        except Exception:  # noqa: BLE001 - the page may be gone; the server shuts kernels down at the end anyway
             pass
         page.close()
         report.seconds = time.monotonic() - started
+    return report
+
+
+def open_notebook(lab: Lab, path: str, screenshot: Path | None = None,
+                  settle: float = RENDER_SETTLE_S) -> NotebookReport:
+    """Open an EXECUTED notebook at ``path`` (relative to the lab root) without running it and
+    check what its saved outputs render: every code cell ran, no error output, every plotly
+    figure drawn, every widget drawn from the saved widget state."""
+    report = NotebookReport(path, interaction="not tried: an executed notebook (no live kernel behind its widgets)")
+    started = time.monotonic()
+    page = lab.context.new_page()
+    page.on("console", lambda m: m.type == "error" and report.console_errors.append(m.text))
+    page.on("pageerror", lambda e: report.console_errors.append(f"page error: {e}"))
+    try:
+        page.goto(_lab_url(lab, path), wait_until="domcontentloaded")
+        _wait_kernel_ready(page, path)
+        page.evaluate(SCROLL_JS, path)
+        result = _check(page, path, settle)
+        report.problems, report.counts = list(result["problems"]), dict(result["counts"])
+        if screenshot is not None:
+            report.screenshot = _screenshot(page, path, screenshot)
+    finally:
+        try:
+            page.evaluate(SHUTDOWN_JS, path)
+        except Exception:  # noqa: BLE001 - the page may be gone; the server shuts kernels down at the end anyway
+            pass
+        page.close()
+        report.seconds = time.monotonic() - started
+    return report
+
+
+# ------------------------------------------------------------------ slide mode (jupyterlab-rise)
+
+SLIDES_TIMEOUT_S = 60
+MAX_SLIDE_STEPS = 250
+
+#: Make the notebook the current widget, select its first cell (RISE starts at the selected
+#: cell's slide) and run RISE's "Open as Reveal Slideshow": it saves the notebook and opens
+#: /rise/PATH in a new browser tab.
+OPEN_SLIDES_JS = "async (path) => {" + _PANEL + """
+  app.shell.activateById(panel.id);
+  panel.content.activeCellIndex = 0;
+  await app.commands.execute('RISE:slideshow');
+  return true;
+}"""
+
+#: The slide on screen: the innermost section.present, and the plotly outputs in it that the
+#: audience can see (not in a fragment still hidden): "plot" when plotly drew it, "image"
+#: when the renderer shows the PNG that JupyterLab saved with the output (jupyterlab-plotly
+#: draws the live plot only once its output is re-run inside RISE).
+SLIDE_STATE_JS = """() => {
+  const all = [...document.querySelectorAll('.reveal .slides section')];
+  const present = all.filter(s => s.classList.contains('present') && !s.querySelector('section.present'));
+  const slide = present[present.length - 1];
+  const visible = el => !el.checkVisibility || el.checkVisibility({opacityProperty: true, visibilityProperty: true});
+  const cells = [...document.querySelectorAll('.jp-Notebook .jp-Cell')];
+  const figures = slide ? [...slide.querySelectorAll('.jp-RenderedPlotly')].filter(visible).map(out => {
+    const r = out.getBoundingClientRect(), img = out.querySelector('img.plot-img');
+    const kind = out.querySelector('.js-plotly-plot .main-svg') ? 'plot'
+               : (img && img.complete && img.naturalWidth > 0 ? 'image' : 'none');
+    return {kind, width: r.width, height: r.height, cell: cells.indexOf(out.closest('.jp-Cell'))};
+  }) : [];
+  const horizontal = [...document.querySelectorAll('.reveal .slides > section')];
+  return {sections: all.length, horizontal: horizontal.length,
+          index: slide ? horizontal.findIndex(h => h === slide || h.contains(slide)) : -1,
+          text: slide ? slide.innerText.trim().split('\\n')[0].slice(0, 80) : '', figures};
+}"""
+
+#: One cell's state in RISE: its prompt, whether it shows an error, its live plot's size.
+SLIDE_CELL_JS = """(index) => {
+  const cell = [...document.querySelectorAll('.jp-Notebook .jp-Cell')][index];
+  if (!cell) return null;
+  const gd = cell.querySelector('.js-plotly-plot');
+  const r = gd ? gd.getBoundingClientRect() : {width: 0, height: 0};
+  const error = cell.querySelector('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
+  const prompt = cell.querySelector('.jp-InputPrompt');
+  return {prompt: prompt ? prompt.innerText.trim() : '', error: error ? error.innerText.slice(0, 300) : '',
+          drawn: !!(gd && gd.querySelector('.main-svg')), width: r.width, height: r.height};
+}"""
+
+
+@dataclass
+class SlidesReport:
+    """What the rig saw in RISE's slide mode."""
+
+    url: str = ""
+    slides: int = 0
+    steps: int = 0
+    figure_slide: int = -1
+    figure_slide_text: str = ""
+    figure_cell: int = -1
+    figure_kind: str = ""                 # how the saved output showed: "plot" or "image"
+    figure_size: tuple = (0.0, 0.0)
+    rerun: str = "not tried"              # running the figure's cell from the slide
+    rerun_size: tuple = (0.0, 0.0)        # the live plot it drew
+    problems: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    screenshot: str = ""
+
+    def summary(self) -> str:
+        lines = [f"slides at {self.url}: {self.slides} slides; after {self.steps} step(s) slide {self.figure_slide} "
+                 f"({self.figure_slide_text!r}) shows cell {self.figure_cell}'s figure as a {self.figure_kind or '-'} "
+                 f"of {self.figure_size[0]:.0f}x{self.figure_size[1]:.0f} px; re-run from the slide: {self.rerun} "
+                 f"({self.rerun_size[0]:.0f}x{self.rerun_size[1]:.0f} px); screenshot {self.screenshot}"]
+        lines += [f"  - {p}" for p in self.problems]
+        lines += [f"  console: {e[:200]}" for e in self.console_errors[:8]]
+        return "\n".join(lines)
+
+
+def _shown(figure: dict) -> bool:
+    return figure["kind"] in ("plot", "image") and figure["width"] > 0 and figure["height"] > 0
+
+
+def present_as_slides(lab: Lab, page, path: str, screenshot: Path | None = None) -> SlidesReport:
+    """Enter RISE slide mode from the notebook open in ``page`` (its kernel still running),
+    step through the slides (space: the next fragment or slide, as a presenter does) until one
+    shows a plotly figure, then run that figure's cell from the slide (Ctrl+Enter), as a
+    teacher runs a demo live, and wait for plotly to draw it."""
+    report = SlidesReport()
+    with lab.context.expect_page(timeout=SLIDES_TIMEOUT_S * 1000) as opened:
+        page.evaluate(OPEN_SLIDES_JS, path)
+    slides = opened.value
+    slides.on("console", lambda m: m.type == "error" and report.console_errors.append(m.text))
+    slides.on("pageerror", lambda e: report.console_errors.append(f"page error: {e}"))
+    try:
+        report.url = slides.url.split("?")[0]
+        slides.wait_for_selector(".reveal .slides section", timeout=SLIDES_TIMEOUT_S * 1000)
+        if not _poll(lambda: slides.evaluate(SLIDE_STATE_JS)["index"] >= 0, SLIDES_TIMEOUT_S, 0.5):
+            raise AssertionError(f"RISE showed no slide within {SLIDES_TIMEOUT_S} s at {report.url}")
+        time.sleep(1.0)  # let RISE settle on the first slide
+
+        def figure_shown() -> dict | None:
+            state = slides.evaluate(SLIDE_STATE_JS)
+            return state if any(_shown(f) for f in state["figures"]) else None
+
+        state: dict = {}
+        for step in range(MAX_SLIDE_STEPS):
+            state = _poll(figure_shown, 1.0, 0.25) or slides.evaluate(SLIDE_STATE_JS)
+            report.slides, report.steps = state["horizontal"], step
+            shown = [f for f in state["figures"] if _shown(f)]
+            if shown:
+                report.figure_slide, report.figure_slide_text = state["index"], state["text"]
+                report.figure_cell, report.figure_kind = shown[0]["cell"], shown[0]["kind"]
+                report.figure_size = (shown[0]["width"], shown[0]["height"])
+                break
+            slides.keyboard.press("Space")
+        else:
+            report.problems.append(f"no slide showed a plotly figure after {MAX_SLIDE_STEPS} steps "
+                                   f"(last: slide {state.get('index')} of {state.get('horizontal')})")
+        if report.figure_cell >= 0:
+            before = slides.evaluate(SLIDE_CELL_JS, report.figure_cell)["prompt"]
+            slides.locator(".jp-Notebook .jp-Cell").nth(report.figure_cell).locator(".jp-InputPrompt").click()
+            slides.keyboard.press("Control+Enter")  # notebook:run-cell: run it, stay on the slide
+
+            def redrawn() -> dict | None:
+                cell = slides.evaluate(SLIDE_CELL_JS, report.figure_cell)
+                ran = cell["prompt"] not in (before, "[*]:")
+                return cell if ran and (cell["error"] or (cell["drawn"] and cell["width"] > 0)) else None
+
+            cell = _poll(redrawn, INTERACTION_TIMEOUT_S, 0.5) or slides.evaluate(SLIDE_CELL_JS, report.figure_cell)
+            report.rerun_size = (cell["width"], cell["height"])
+            if cell["error"]:
+                report.rerun = f"failed: {cell['error']}"
+            elif cell["drawn"] and cell["width"] > 0 and cell["height"] > 0:
+                report.rerun = f"plotly drew the figure live (prompt {before} -> {cell['prompt']})"
+            else:
+                report.rerun = f"no live plot within {INTERACTION_TIMEOUT_S} s (prompt {before} -> {cell['prompt']})"
+            if not report.rerun.startswith("plotly drew"):
+                report.problems.append(f"running the figure's cell from the slide: {report.rerun}")
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            slides.screenshot(path=str(screenshot))
+            report.screenshot = str(screenshot)
+    finally:
+        slides.close()
     return report

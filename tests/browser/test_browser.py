@@ -1,9 +1,16 @@
-"""Every lesson in a real browser: run all cells in JupyterLab (headless Chromium), then check.
+"""The lessons in a real browser: JupyterLab driven by headless Chromium.
 
-For each ``lessons/*.ipynb`` (found by glob, so a new lesson needs no change here):
-no error output; every plotly figure and every ipywidget the outputs contain rendered
-with a non-zero size; where a widget holds a slider and its figure (one output), moving
-the slider changes that figure's data; one screenshot per lesson in build/screenshots/.
+One lesson runs LIVE (``LIVE_LESSON``): Run All Cells in JupyterLab, then every plotly figure
+and every ipywidget its outputs contain rendered with a non-zero size, no error output, and
+moving the slider of its widget changes that widget's figure; then the teacher's view: RISE's
+"Open as Reveal Slideshow" on the same notebook (its slide boundaries applied by
+``helpers.tooling.slides``), stepping through the slides until one shows a plotly figure, and
+running that figure's cell from the slide so that plotly draws it live.
+
+The other lessons are checked from their EXECUTED copies (the session's ``learner_run``, so
+each notebook is executed once per CI run): opened in JupyterLab without running, their
+saved outputs must render the same way (figures, widgets from the saved widget state, no
+error output). One screenshot per lesson in build/screenshots/.
 
 The fixture tests prove the checker can fail: tests/browser/fixtures/ holds a notebook
 that renders (and whose slider redraws its figure), one whose plotly figure cannot
@@ -23,27 +30,67 @@ SCREENSHOTS = ROOT / "build" / "screenshots"  # git-ignored (build/)
 
 pytestmark = pytest.mark.browser
 
+#: The lesson run live in the browser (its experiment widget: sliders over a live figure).
+LIVE_LESSON = "lessons/01_synchronous_calls.ipynb"
 LESSONS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "lessons").glob("*.ipynb"))
+EXECUTED = [p for p in LESSONS if p != LIVE_LESSON]
 
 
-def assert_renders(report) -> None:
-    """The browser-test verdict on one notebook (the lesson test and the fixture tests share it)."""
+def assert_renders(report, live: bool = True) -> None:
+    """The browser-test verdict on one notebook (the lesson tests and the fixture tests share it);
+    ``live=False`` for an executed notebook opened without a kernel behind its widgets."""
     c = report.counts
     assert not report.problems, report.summary()
     assert c["executed"] == c["code_cells"], report.summary()
     assert c["figures_rendered"] == c["figures_expected"], report.summary()
     assert c["widgets_rendered"] == c["widgets_expected"], report.summary()
     assert c["figures_in_page"] >= c["figures_expected"], report.summary()
-    if c["slider_outputs_with_figures"]:  # a widget with a slider and its figure: the slider must drive it
+    if live and c["slider_outputs_with_figures"]:  # a widget with a slider and its figure: the slider must drive it
         assert report.interaction.startswith("updated"), report.summary()
 
 
-@pytest.mark.parametrize("notebook", LESSONS, ids=[Path(p).stem for p in LESSONS])
-def test_lesson_runs_and_renders_in_the_browser(lab, notebook):
-    report = lab.run(notebook, screenshot=SCREENSHOTS / f"{Path(notebook).stem}.png")
+@pytest.fixture(scope="module")
+def live_lesson(lab):
+    """LIVE_LESSON run in JupyterLab (with its slide boundaries applied), then presented as slides."""
+    stem = Path(LIVE_LESSON).stem
+    return lab.run(LIVE_LESSON, screenshot=SCREENSHOTS / f"{stem}.png",
+                   after=lambda page, path: lab.present(page, path, SCREENSHOTS / f"{stem}-slides.png"))
+
+
+def test_the_live_lesson_runs_and_renders_in_the_browser(live_lesson):
+    report = live_lesson
     print(report.summary())
     assert Path(report.screenshot).stat().st_size > 10_000, report.summary()
     assert_renders(report)
+    assert report.counts["slider_outputs_with_figures"] >= 1, "the live lesson must have a slider driving a figure"
+
+
+def test_the_live_lesson_presents_as_slides_with_a_figure(live_lesson):
+    slides = live_lesson.after
+    print(slides.summary())
+    assert not slides.problems, slides.summary()
+    assert slides.url.endswith("/rise/" + LIVE_LESSON), slides.summary()
+    assert slides.slides >= 5, slides.summary()
+    assert slides.figure_slide > 0 and min(slides.figure_size) > 50, slides.summary()
+    assert slides.rerun.startswith("plotly drew the figure live") and min(slides.rerun_size) > 50, slides.summary()
+
+
+@pytest.fixture(scope="module")
+def executed(lab, executed_dir):
+    """The executed notebooks, copied into the lab's root under executed/."""
+    lab.add(executed_dir, "executed")
+    return executed_dir
+
+
+@pytest.mark.timeout(3600)  # the first test to use ``learner_run`` waits for the learners' pass
+@pytest.mark.parametrize("notebook", EXECUTED, ids=[Path(p).stem for p in EXECUTED])
+def test_executed_lesson_renders_in_the_browser(lab, executed, notebook):
+    if not (executed / notebook).is_file():
+        pytest.skip(f"{notebook} is not in learner_run ({executed}): COURSE_LEARNER_RUN_NOTEBOOKS left it out")
+    report = lab.open(f"executed/{notebook}", screenshot=SCREENSHOTS / f"{Path(notebook).stem}.png")
+    print(report.summary())
+    assert Path(report.screenshot).stat().st_size > 10_000, report.summary()
+    assert_renders(report, live=False)
 
 
 def test_checker_passes_a_notebook_whose_figure_and_slider_work(lab):

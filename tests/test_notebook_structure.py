@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers.tooling.lint import all_notebooks, claim_problems, claims, is_stripped, required_claims, tags
 from helpers.tooling import slides
+from helpers.tooling.lint import all_notebooks, claim_problems, claims, is_stripped, required_claims, tags
 from helpers.tooling.paths import ROOT
 
 LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))

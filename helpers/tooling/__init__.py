@@ -4,6 +4,10 @@ in ``helpers/`` never import this package (a test checks the import graph).
 """
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable
+
 from ..broker import connect
 from ..clients import Kafka
 
@@ -21,3 +25,16 @@ def connect_kafka(*, quiet: bool = True) -> Kafka:
         return connect(quiet=quiet)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def standalone(prog: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], object],
+               run: Callable[[argparse.Namespace], int], argv: list[str] | None = None) -> int:
+    """Run one command module on its own (``python -m helpers.tooling.links``) as the CLI does:
+    parse ``argv``, call ``run``; a :class:`UsageError` prints ``error: ...`` and returns 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -47,7 +47,7 @@ LABS_DIR = LABS
 BEGIN, END, STUB = "### BEGIN SOLUTION", "### END SOLUTION", "### STUB:"
 TODO = "# TODO: your code here"
 NOT_IMPLEMENTED = 'raise NotImplementedError("your code here: replace this line")'
-_LINK = re.compile(r"(\]\(|href=\")([^)\"\s]+?\.ipynb)(#[^)\"\s]*)?(?=[)\"])")
+_LINK = re.compile(r"(\]\(|href=\")([^)\"\s]+?\.(?:ipynb|md))(#[^)\"\s]*)?(?=[)\"])")  # notebooks and docs
 
 
 class LabSourceError(ValueError):

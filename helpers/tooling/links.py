@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
-from . import UsageError
+from . import UsageError, standalone
 from .paths import ROOT
 
 #: The course path (COURSE.md "The path"): (folder, number) in the order a class meets them.
@@ -210,15 +210,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m helpers.tooling.links``: the same as ``python -m helpers links``."""
-    parser = argparse.ArgumentParser(prog="python -m helpers links",
-                                     description="Binder and JupyterHub (nbgitpuller) launch links "
-                                                 "for every lesson and lab, in course order.")
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return standalone("python -m helpers links", "Binder and JupyterHub (nbgitpuller) launch links "
+                                                 "for every lesson and lab, in course order.", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import UsageError
+from . import UsageError, standalone
 from .links import COURSE_PATH, Repo, binder_link, check_hub, current_branch, hub_link, origin_url, parse_github
 from .paths import BUILD, DOCS, ROOT
 
@@ -478,14 +478,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m helpers.tooling.site``: the same as ``python -m helpers site``."""
-    parser = argparse.ArgumentParser(prog="python -m helpers site",
-                                     description="Build the course website from executed notebooks.")
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return standalone("python -m helpers site", "Build the course website from executed notebooks.",
+                      add_arguments, run, argv)
 
 
 if __name__ == "__main__":

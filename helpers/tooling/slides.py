@@ -33,7 +33,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from . import UsageError
+from . import UsageError, standalone
 from .paths import LESSONS, ROOT
 
 SLIDE, SUBSLIDE, FRAGMENT, CONTINUE = "slide", "subslide", "fragment", "-"
@@ -259,14 +259,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m helpers.tooling.slides``: the same as ``python -m helpers slides``."""
-    parser = argparse.ArgumentParser(prog="python -m helpers slides",
-                                     description="Slide boundaries for presenting lessons with RISE.")
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return standalone("python -m helpers slides", "Slide boundaries for presenting lessons with RISE.",
+                      add_arguments, run, argv)
 
 
 if __name__ == "__main__":

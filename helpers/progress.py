@@ -12,9 +12,10 @@ import html
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ENV_PROGRESS_FILE = "COURSE_PROGRESS_FILE"
 
@@ -38,6 +39,7 @@ LABS: dict[int, Lab] = {lab.number: lab for lab in (
     Lab(3, "survive_the_outage", "Survive the outage", ("commit_strategy", "audit", "idempotent_handler")),
     Lab(4, "drain_the_backlog", "Drain the backlog", ("plan", "drain")),
     Lab(5, "embrace_the_async", "Embrace the async", ("correlation", "wait_for_result", "pending")),
+    Lab(6, "capstone", "The capstone", ("scenarios", "verdict")),
 )}
 
 

@@ -864,6 +864,11 @@ def test_lab5_fulfilment_is_an_event_service_on_its_own_clocks(kafka):
     assert not any(e.kind == "shop" for e in lifecycle.running())
     with pytest.raises(ValueError, match="fast"):
         checks.Fulfilment(kafka, "o", "r", fast=-1, slow=1)
+    # helpers.stop_all() (here its "shop" kind only) closes a shop left running, services and all
+    shop = checks.lab5_shop(kafka, fast=0.05, slow=1.0)
+    assert lifecycle.stop_all("shop") == 1
+    assert not shop.fulfilment.running and not shop.dispatcher.running
+    assert not {e.name for e in lifecycle.running()} & {"fulfilment", "shop-dispatcher", shop.orders}
 
 
 # =========================================================================== (d) progress

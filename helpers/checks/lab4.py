@@ -9,7 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from .. import style
-from ..lag import LagMonitor
+from ..lag import LagMonitor, end_offsets
 from .feedback import Fail, check, learner
 
 
@@ -115,11 +115,23 @@ def _monitor_of(monitor: Any) -> LagMonitor:
 
 
 @check(4, "drain")
-def check_lab4_drain(monitor: Any, *, deadline: float, max_lag: int, consumers: int | None = None) -> str:
+def check_lab4_drain(monitor: Any, *, deadline: float, max_lag: int, consumers: int | None = None,
+                     backlog: int | None = None, produce_rate: float | None = None) -> str:
     """The measured lag curve: it starts with the backlog, is at or below ``max_lag`` by
-    ``deadline`` seconds and stays there."""
+    ``deadline`` seconds and stays there. With ``backlog`` and ``produce_rate``, the topic
+    must also show that new events kept arriving during the run (at least half the rate)."""
     mon = _monitor_of(monitor)
     times, totals = mon.series()
+    if backlog is not None and produce_rate is not None and times:
+        on_topic = sum(end_offsets(mon.kafka, mon.topic).values())
+        arrived = on_topic - backlog
+        expected = produce_rate * min(times[-1], deadline)
+        if arrived < 0.5 * expected:
+            raise Fail(f"{on_topic} events reached the topic: the backlog of {backlog} and {max(arrived, 0)} new "
+                       f"ones, where about {expected:.0f} new orders arrive at {produce_rate:g}/s by the deadline. "
+                       "The drain has to keep up with new orders while it removes the backlog.",
+                       "Keep a `producers.ProducerRunner(kafka, topic, rate=PRODUCE_RATE)` running while your "
+                       "consumers drain.", arrived=arrived)
     partitions = sorted({s.partition for s in mon.samples})
     if consumers is not None and partitions and consumers > len(partitions):
         raise Fail(f"{consumers} consumers shared {len(partitions)} partitions: "

@@ -1,12 +1,11 @@
 """Lab 5, embrace the async: a web front end that publishes an order with a correlation
 id, waits for its result with a deadline, and answers "pending" rather than guessing.
-:func:`lab5_shop` starts the lab's world (topics and a back office that answers)."""
+:func:`lab5_shop` starts the lab's world: topics, a back office that answers
+(:class:`Fulfilment`, an :class:`~helpers.eventservices.EventService`) and the front
+end's one long-lived result consumer (a :class:`~helpers.results.ResultDispatcher`)."""
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from contextlib import closing
@@ -16,136 +15,110 @@ from kafka import KafkaConsumer
 
 from .. import events as ev
 from ..clients import Kafka, delete_topic
+from ..eventservices import EventService, check_text
 from ..lifecycle import THREAD_PREFIX, register, unregister
 from ..params import check_positive
+from ..results import ResultDispatcher
 from ..wait import wait_until
 from .feedback import Deadline, Fail, LearnerError, check, learner
 from .scenarios import WatchedProducer, from_beginning, read_all
 
+#: What the back office answers, and what each answer tells the customer.
+OUTCOMES = {"OrderShipped": "shipped", "PaymentDeclined": "declined"}
+
 # =========================================================================== the shop
 
 
-class Fulfilment:
-    """The shop's back office for lab 5, a consumer and a producer in a thread.
+class Fulfilment(EventService):
+    """The shop's back office for lab 5: an event service from ``orders`` to ``results``.
 
-    It reads ``OrderPlaced`` events from ``orders`` and, after a delay, publishes the
-    result to ``results``: ``PaymentDeclined`` for the customer "mallory" (fraud), else
+    For each ``OrderPlaced`` it works :meth:`delay_for` seconds, then publishes the result
+    to ``results``: ``PaymentDeclined`` for the customer "mallory" (fraud), else
     ``OrderShipped``. Results carry the order's key and its correlation id
     (``Event.follow``). Big orders (more than 3 items) take ``slow`` seconds, the others
-    ``fast``. It reads by assignment (no consumer group to join), so it is ready at once.
+    ``fast``, each on its own clock (``workers=None``: a big order does not hold up a
+    small one). It reads every partition from the beginning with no consumer group
+    (``use_group=False``), so it is ready at once.
     """
 
     def __init__(self, kafka: Kafka, orders: str, results: str, *, fast: float, slow: float):
-        self.kafka, self.orders, self.results = kafka, orders, results
+        self.results = check_text("results", results)
         self.fast = check_positive("fast", fast, allow_zero=True)
         self.slow = check_positive("slow", slow, allow_zero=True)
-        self.handled = 0
-        self.published: list[ev.Event] = []
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+        super().__init__(kafka, "fulfilment", orders, types="OrderPlaced", workers=None, use_group=False)
 
-    def delay(self, event: ev.Event) -> float:
+    def delay_for(self, event: ev.Event) -> float:
         """How long this order takes: ``slow`` for more than 3 items, else ``fast``."""
         return self.slow if int(event.payload.get("items", 1)) > 3 else self.fast
 
-    def start(self) -> Fulfilment:
-        """Start the thread; return once it reads ``orders``."""
-        self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}fulfilment-{self.orders}",
-                                        daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-        return self
+    def handle(self, event: ev.Event) -> list[tuple[str, ev.Event]]:
+        """The result of one order, for the ``results`` topic."""
+        order_id = event.payload.get("order_id")
+        if event.payload.get("customer") == "mallory":
+            result = event.follow("PaymentDeclined", {"order_id": order_id, "reason": "payment declined"},
+                                  source="fulfilment")
+        else:
+            result = event.follow("OrderShipped", {"order_id": order_id, "carrier": "parcel-co"}, source="fulfilment")
+        return [(self.results, result)]
 
-    def _answer(self, placed: ev.Event) -> ev.Event:
-        order_id = placed.payload.get("order_id")
-        if placed.payload.get("customer") == "mallory":
-            return placed.follow("PaymentDeclined", {"order_id": order_id, "reason": "payment declined"},
-                                 source="fulfilment")
-        return placed.follow("OrderShipped", {"order_id": order_id, "carrier": "parcel-co"}, source="fulfilment")
+    @property
+    def published(self) -> list[ev.Event]:
+        """The results published so far, in order."""
+        with self._cond:
+            return [out for done in self.handled for out in done.outputs]
 
-    def _run(self) -> None:
-        consumer = producer = None
-        try:
-            consumer, producer = from_beginning(self.kafka, self.orders), self.kafka.producer()
-            self._ready.set()
-            due: list[tuple[float, int, ev.Event]] = []
-            seq = itertools.count()
-            while not self._stop.is_set():
-                for records in consumer.poll(timeout_ms=30).values():
-                    for record in records:
-                        try:
-                            placed = ev.decode(record)
-                        except ev.EventError:
-                            continue
-                        if placed.type != "OrderPlaced":
-                            continue
-                        self.handled += 1
-                        heapq.heappush(due, (time.monotonic() + self.delay(placed), next(seq), placed))
-                sent = False
-                while due and due[0][0] <= time.monotonic():
-                    _, _, placed = heapq.heappop(due)
-                    result = self._answer(placed)
-                    ev.publish(producer, self.results, result)
-                    self.published.append(result)
-                    sent = True
-                if sent:
-                    producer.flush()
-        except BaseException as exc:  # noqa: BLE001 - kept in .error for whoever looks; the thread ends
-            self.error = exc
-            self._ready.set()
-        finally:
-            for client in (consumer, producer):
-                if client is not None:
-                    try:
-                        client.close()
-                    except Exception:  # noqa: BLE001 - closing anyway
-                        pass
-
-    def stop(self) -> None:
-        """Stop the thread (and its clients)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> Fulfilment:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def outcomes(self) -> dict[str, str]:
+        """Order id -> "shipped" or "declined", for every order finished so far (the truth)."""
+        return {str(e.key): OUTCOMES[e.type] for e in self.published}
 
 
 class Shop:
     """Lab 5's world: an ``orders`` topic, a ``results`` topic, a producer for the web
-    front end, and the :class:`Fulfilment` back office between them. Close it (or use it
-    as a context manager) to stop the back office and delete the topics. It registers in
+    front end, the :class:`Fulfilment` back office between them, and the front end's
+    :attr:`dispatcher`: one long-lived consumer of ``results`` (started before any order,
+    reading from the end) that hands each result to the request waiting for its
+    correlation id. :meth:`results_consumer` is the demo's shortcut instead: a fresh
+    consumer that scans ``results`` from offset 0. Close the shop (or use it as a context
+    manager) to stop everything and delete the topics. It registers in
     :mod:`helpers.lifecycle` (kind "shop"), so ``helpers.stop_all()`` closes it too."""
 
     def __init__(self, kafka: Kafka, *, fast: float, slow: float, producer: Any = None):
         self.kafka = kafka
+        self._closed = False
+        self._consumers: list[KafkaConsumer] = []
         self.orders = kafka.create_topic(prefix="shop-orders", partitions=3)
         self.results = kafka.create_topic(prefix="shop-results", partitions=3)
         self.producer = producer if producer is not None else kafka.producer()
         self._own_producer = producer is None
-        self._consumers: list[KafkaConsumer] = []
-        self._closed = False
         self.fulfilment = Fulfilment(kafka, self.orders, self.results, fast=fast, slow=slow)
-        register(self, "shop", self.orders)
-        self.fulfilment.start()
+        self.dispatcher = ResultDispatcher(kafka, self.results, tuple(OUTCOMES), name="shop-dispatcher")
+        register(self, "shop", self.orders)  # before its services: stop_all() stops them first, then the shop
+        try:
+            self.fulfilment.start().wait_ready()
+            self.dispatcher.start().wait_ready()  # from the end: it must read before the first order
+        except BaseException:
+            self.close()
+            raise
 
     def results_consumer(self) -> KafkaConsumer:
-        """A consumer of ``results`` from its beginning (assigned, no group): every result so far."""
+        """A fresh consumer of ``results`` from its beginning (assigned, no group): every
+        result so far, for every customer. A demo's shortcut: see :attr:`dispatcher`."""
         consumer = from_beginning(self.kafka, self.results)
         self._consumers.append(consumer)
         return consumer
 
+    @property
+    def scans(self) -> int:
+        """How many fresh :meth:`results_consumer` scans were opened so far."""
+        return len(self._consumers)
+
     def close(self) -> None:
-        """Stop the back office, close the clients, delete the topics (once)."""
+        """Stop the back office and the dispatcher, close the clients, delete the topics (once)."""
         if self._closed:
             return
         self._closed = True
         self.fulfilment.stop()
+        self.dispatcher.stop()
         for consumer in self._consumers:
             try:
                 consumer.close()
@@ -166,7 +139,8 @@ class Shop:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Shop orders={self.orders} results={self.results} (fast {self.fast:g} s, slow {self.slow:g} s)>"
+        return (f"<Shop orders={self.orders} results={self.results} (fast {self.fast:g} s, slow {self.slow:g} s; "
+                f"dispatcher {'ready' if self.dispatcher.ready else 'stopped'})>")
 
     @property
     def fast(self) -> float:
@@ -180,7 +154,7 @@ class Shop:
 
 
 def lab5_shop(kafka: Kafka, *, fast: float, slow: float) -> Shop:
-    """Start lab 5's shop (topics, producer, back office); ``shop.close()`` stops it."""
+    """Start lab 5's shop (topics, producer, back office, dispatcher); ``shop.close()`` stops it."""
     return Shop(kafka, fast=fast, slow=slow)
 
 
@@ -311,16 +285,24 @@ def check_lab5_wait_for_result(kafka: Kafka, wait_for_result: Callable[..., Any]
             f"{run.elapsed:.2f} s when none came (deadline {deadline} s).")
 
 
+#: check_lab5_pending's durations, all derived from its deadline (the one place they meet):
+#: a small order takes a tenth of it (plus Kafka round trips of tens of ms, far inside the
+#: deadline), a big one 2.5 deadlines (surely still in progress when the deadline passes).
+PENDING_DEADLINE = 1.0
+PENDING_FAST = PENDING_DEADLINE / 10
+PENDING_SLOW = PENDING_DEADLINE * 2.5
+
+
 @check(5, "pending")
 def check_lab5_pending(kafka: Kafka, order_status: Callable[..., Any]) -> str:
     """``order_status(shop, order, deadline) -> "shipped" | "declined" | "pending"``: the
     result if it arrives in time, else "pending" by the deadline, never a guess."""
-    deadline = 1.0
+    deadline = PENDING_DEADLINE
     cases = [({"order_id": "S-1", "customer": "ada", "amount": 12.0, "items": 1}, "shipped"),
              ({"order_id": "S-2", "customer": "mallory", "amount": 999.0, "items": 1}, "declined"),
              ({"order_id": "S-3", "customer": "grace", "amount": 80.0, "items": 5}, "pending")]
     answers, took = {}, {}
-    with Shop(kafka, fast=0.1, slow=2.5) as shop:
+    with Shop(kafka, fast=PENDING_FAST, slow=PENDING_SLOW) as shop:
         for order, truth in cases:
             run = Deadline(order_status, shop, dict(order), deadline)
             try:
@@ -337,8 +319,9 @@ def check_lab5_pending(kafka: Kafka, order_status: Callable[..., Any]) -> str:
                            f"{deadline + 4:.1f} s (deadline {deadline} s).",
                            "Wait at most `deadline` seconds (your wait_for_result does), then answer.")
             answers[order["order_id"]], took[order["order_id"]] = run.value, run.elapsed
-        late = wait_until(lambda: any(e.payload.get("order_id") == "S-3" for e in shop.fulfilment.published),
-                          5.0, "the slow order to ship", strict=False)
+        late = wait_until(lambda: "S-3" in shop.fulfilment.outcomes(), 2 * PENDING_SLOW, "the slow order to ship",
+                          strict=False)
+        scans = shop.scans
     for order, truth in (cases[2], cases[0], cases[1]):  # the one still in progress first: the lesson
         oid, got = order["order_id"], answers[order["order_id"]]
         if got == truth:
@@ -368,5 +351,8 @@ def check_lab5_pending(kafka: Kafka, order_status: Callable[..., Any]) -> str:
                    "OrderShipped -> 'shipped', PaymentDeclined -> 'declined', nothing by the deadline -> 'pending'.")
     if not late:
         raise RuntimeError("the slow order never shipped")
+    how = (f"each request opened its own consumer and scanned the results from offset 0 ({scans} scans): "
+           "fine for a demo, but a service asks its one long-lived `shop.dispatcher`" if scans >= len(cases)
+           else "answered without a scan per request")
     return (f"'shipped' and 'declined' from their result events, and 'pending' after {took['S-3']:.2f} s for the "
-            "order still in progress (which then shipped): no wrong answers.")
+            f"order still in progress (which then shipped): no wrong answers; {how}.")

@@ -5,20 +5,23 @@ from __future__ import annotations
 from contextlib import closing
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.producer.future import FutureRecordMetadata
 
-from ..clients import Kafka, partitions_for
+from ..clients import Kafka, read_from_start
 from ..wait import wait_until
 
 
 def from_beginning(kafka: Kafka, topic: str) -> KafkaConsumer:
-    """A consumer assigned every partition of ``topic`` (no group), at the beginning."""
+    """A new consumer assigned every partition of ``topic`` (no group), at the beginning
+    (:func:`helpers.clients.read_from_start`)."""
     consumer = kafka.consumer()
-    tps = [TopicPartition(topic, p) for p in partitions_for(kafka, topic)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
+    try:
+        read_from_start(consumer, topic)
+    except BaseException:
+        consumer.close()
+        raise
     return consumer
 
 

@@ -480,7 +480,7 @@ class _Stopper:
 
 def _bar(label: str) -> Any:
     """A tqdm.auto bar counting the run's seconds (when no live board shows it)."""
-    from tqdm.auto import tqdm  # type: ignore[import-untyped]  # imported here: only runs without a board pay
+    from tqdm.auto import tqdm  # imported here: only runs without a board pay
 
     return tqdm(desc=label, unit="s", leave=False, bar_format="{desc}: {n:.1f} s")
 

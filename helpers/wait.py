@@ -8,7 +8,8 @@ naming what was awaited (the default) or returns the last falsy value
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .params import check_positive
 

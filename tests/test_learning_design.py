@@ -7,7 +7,8 @@ prediction and checked through ``helpers.verdicts``; glossary links land on a he
 followed by a lab sends the learner there from its Recap.
 
 Labs are read from ``labs/sources/`` (the generated ``labs/`` and ``labs/solutions/`` follow
-from them), and their links are written relative to ``labs/sources/`` (the lab generator rewrites them). Each failure names the notebook
+from them), and their links are written relative to ``labs/sources/`` (the lab generator
+rewrites them). Each failure names the notebook
 and the rule.
 """
 from __future__ import annotations

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LEARNER_TIME_SCALE = 1.0
 LEARNER_CELL_TIMEOUT_S = 300
+#: notebooks executed side by side in the learners' pass ($COURSE_LEARNER_RUN_WORKERS, default 2)
+LEARNER_WORKERS = max(1, int(os.environ.get("COURSE_LEARNER_RUN_WORKERS") or 2))
 
 
 
@@ -190,8 +193,16 @@ def _write_summary(out: Path, results: list[Any], kafka: Any, seconds: float,
     return summary
 
 
+_SAY_LOCK = threading.Lock()
+
+
 def _say(config: pytest.Config, line: str) -> None:
-    """Print through pytest's capture (the pass takes minutes: show progress)."""
+    """Print through pytest's capture (the pass takes minutes: show progress); thread-safe."""
+    with _SAY_LOCK:
+        _say_unlocked(config, line)
+
+
+def _say_unlocked(config: pytest.Config, line: str) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if reporter is None:
@@ -239,21 +250,30 @@ def learner_run(request) -> Iterator[LearnerRun]:
             import papermill.engines
 
             patch.setattr(papermill.engines, "PapermillNotebookClient", _timed_client_class())
+            from concurrent.futures import ThreadPoolExecutor
+
             from helpers import embedded
             from helpers.tooling.bench import RssSampler
 
             state = embedded.live_state() if getattr(kafka, "kind", "") == "embedded" else None
             broker_pid = state.get("pid") if state else None
-            for path in notebooks:
-                # Memory as Binder counts it: the kernel with every process it started, plus the broker.
+
+            def run_one(path: Path) -> Any:
+                # Memory as Binder counts it: every kernel with every process it started, plus the
+                # broker (with two notebooks at once, both kernels: an upper bound for each).
                 with RssSampler(broker_pid) as rss:
                     result = _runner().run_notebook(path, out_dir=out, time_scale=LEARNER_TIME_SCALE,
                                                     timeout=LEARNER_CELL_TIMEOUT_S)
-                results.append(result)
                 peaks[result.notebook] = round(rss.peak_total / 2**20, 1)
                 _say(request.config, f"learner run: {result.notebook:<45} {result.seconds:6.1f} s  "
                                      f"{peaks[result.notebook]:6.0f} MB  "
                                      f"{'ok' if result.ok else 'FAILED ' + result.error}")
+                return result
+
+            # At time scale 1.0 the notebooks mostly wait (sleeps, timeouts, group joins), so two run
+            # side by side on two cores; unique topic and group names per run keep them apart.
+            with ThreadPoolExecutor(max_workers=LEARNER_WORKERS, thread_name_prefix="learner-run") as pool:
+                results = list(pool.map(run_one, notebooks))
     finally:
         if saved is None:
             os.environ.pop("COURSE_TIME_SCALE", None)

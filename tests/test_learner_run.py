@@ -17,8 +17,9 @@ import pytest
 # counts fixture setup, so these tests get an hour instead of the suite's default.
 pytestmark = pytest.mark.timeout(3600)
 
-#: seconds per notebook at time scale 1.0 (cells plus kernel start; reading time not included)
-BUDGET_S = 120
+#: seconds per notebook at time scale 1.0 (cells plus kernel start; reading time not included),
+#: with two notebooks running side by side (tests/conftest.py, LEARNER_WORKERS)
+BUDGET_S = 180
 #: Binder gives a session 1-2 GB: kernel, every process it started and the broker stay under this
 MEMORY_MB = 1024
 #: a cell may run longer than this only while the learner's screen keeps changing

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from . import lifecycle
-from .clients import Kafka, partitions_for, unique_name
+from .clients import TEACHING_CONSUMER, Kafka, partitions_for, unique_name
 from .consumer_child import COMMIT_STRATEGIES, check_commit
+from .eventservices import progress_bar
 from .lag import committed
 from .params import check_int, check_positive
 from .producers import ProducerRunner, make_backlog, produce_backlog  # noqa: F401 - TEMP re-export (issue 12), removed at integration
@@ -44,11 +45,15 @@ from .reports import Exposure, ReportReader, Tally, batch_risk, count_report, ex
 from .wait import WaitTimeout, wait_until
 
 __all__ = [
-    "COMMIT_STRATEGIES", "ConsumerProcess", "ConsumerGroup", "Exposure", "Tally", "count_report",
+    "COMMIT_STRATEGIES", "SESSION_TIMEOUT_S", "ConsumerProcess", "ConsumerGroup", "Exposure", "Tally", "count_report",
     "describe_assignment", "kill_mid_batch", "process_alive", "processed_records", "stop_many",
     "wait_processed",
 ]
 
+#: Seconds without a heartbeat after which the broker declares a member dead and hands its
+#: partitions on (the teaching settings, clients.TEACHING_CONSUMER). The broker's clock: it does
+#: not scale with TIME_SCALE, so durations raced against it derive from it (drains.deadline).
+SESSION_TIMEOUT_S: float = TEACHING_CONSUMER["session_timeout_ms"] / 1000
 _REPO_ROOT = Path(__file__).resolve().parent.parent  # the child imports helpers from here
 _WORKDIR: Path | None = None
 _WORKDIR_LOCK = threading.Lock()
@@ -368,16 +373,25 @@ def stop_many(processes: Iterable[ConsumerProcess], timeout: float = 15.0) -> No
 
 
 def wait_processed(sources: Iterable[Any], expected: Iterable[str] | int, timeout: float = 60.0,
-                   poll: float = 0.05) -> float:
+                   poll: float = 0.05, *, progress: str | None = None) -> float:
     """Wait until ``sources`` (ConsumerProcess or ConsumerGroup) processed the expected events.
 
     ``expected`` is the produced ids (each must be processed at least once) or a count of
     distinct events. Returns the wall-clock time (time.time()) of the last needed event.
+    ``progress`` labels a ``tqdm.auto`` bar of the events processed so far (redrawn at most
+    twice a second), so a long wait never leaves the screen still.
     """
     sources = list(sources)
     ids = None if isinstance(expected, int) else set(expected)
     need = expected if isinstance(expected, int) else len(ids or ())
     first_seen: dict[str, float] = {}
+    bar = progress_bar(need, progress) if progress else None
+    shown = [0.0]
+
+    def advance(elapsed: float) -> None:
+        if bar is not None and elapsed - shown[0] >= 0.5:
+            shown[0] = elapsed
+            bar.update(min(len(first_seen), need) - bar.n)
 
     def enough() -> bool:
         first_seen.clear()
@@ -388,8 +402,13 @@ def wait_processed(sources: Iterable[Any], expected: Iterable[str] | int, timeou
                     first_seen[eid] = r["t"]
         return len(first_seen) >= need
 
-    if not wait_until(enough, timeout, f"{need} processed events", interval=poll, strict=False):
-        raise WaitTimeout(f"processed {len(first_seen)} of {need} events within {timeout} s")
+    try:
+        if not wait_until(enough, timeout, f"{need} processed events", interval=poll, strict=False, on_poll=advance):
+            raise WaitTimeout(f"processed {len(first_seen)} of {need} events within {timeout:.1f} s")
+    finally:
+        if bar is not None:
+            bar.update(min(len(first_seen), need) - bar.n)
+            bar.close()
     return max(first_seen.values()) if first_seen else time.time()
 
 

@@ -10,7 +10,8 @@ assigned (its fetches carry the high watermarks) and an admin client (one Offset
 request gives the group's committed offsets). A sample then costs two round trips
 instead of two new clients, so :class:`LagMonitor` samples many times a second
 (:meth:`LagMonitor.rate` says how many). :func:`end_offsets`, :func:`committed`,
-:func:`lag` and :func:`total_lag` are the one-shot versions.
+:func:`lag` and :func:`total_lag` are the one-shot versions. :func:`trend` fits how fast
+a sampled lag grew or fell over a stretch of time (:class:`Trend`).
 """
 from __future__ import annotations
 
@@ -155,6 +156,47 @@ def lag(kafka: Kafka, topic: str, group_id: str) -> dict[int, int]:
 def total_lag(kafka: Kafka, topic: str, group_id: str) -> int:
     """Sum of :func:`lag` over all partitions."""
     return sum(lag(kafka, topic, group_id).values())
+
+
+@dataclass(frozen=True)
+class Trend:
+    """How a sampled lag moved between ``start`` and ``end`` (seconds on the sampler's clock)."""
+
+    label: str
+    start: float
+    end: float
+    slope: float      # events per second, least squares: > 0 the lag grows, < 0 it falls
+    first: int        # the lag at the first sample of the stretch ...
+    last: int         # ... and at the last
+    peak: int
+    samples: int
+    mean_t: float = 0.0  # the fitted line passes through the samples' mean time ...
+    mean_lag: float = 0.0  # ... and mean lag
+
+    def fitted(self, t: float) -> float:
+        """The fitted line's lag at time ``t``."""
+        return self.mean_lag + self.slope * (t - self.mean_t)
+
+    def __str__(self) -> str:
+        verb = "grew" if self.slope > 0 else "fell"
+        return (f"{self.label}: lag {verb} {abs(self.slope):.1f} events/s over {self.end - self.start:.1f} s "
+                f"({self.first} -> {self.last}, {self.samples} samples)")
+
+
+def trend(times: list[float], totals: list[int], start: float, end: float, label: str = "lag") -> Trend:
+    """The least-squares slope of ``totals`` over ``times`` within [start, end] (events/s).
+
+    ValueError naming ``times`` when fewer than 2 samples fall in the stretch.
+    """
+    points = [(t, v) for t, v in zip(times, totals, strict=True) if start <= t <= end]
+    if len(points) < 2 or points[-1][0] <= points[0][0]:
+        raise ValueError(f"times must hold at least 2 samples between {start:.2f} and {end:.2f} s, "
+                         f"got {len(points)}")
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    slope = (sum((t - mean_t) * (v - mean_v) for t, v in points) / sum((t - mean_t) ** 2 for t, _ in points))
+    return Trend(label, points[0][0], points[-1][0], slope, points[0][1], points[-1][1],
+                 max(v for _, v in points), len(points), mean_t, mean_v)
 
 
 @dataclass

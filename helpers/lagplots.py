@@ -3,7 +3,9 @@
 - :class:`LiveLagPlot`: consumer lag over time, sampled by ``helpers.lag.LagMonitor``
   and drawn in a plotly ``FigureWidget`` that updates while you watch. Without the
   ``anywidget`` package (which FigureWidget needs) it falls back to a figure that is
-  redrawn in place through an IPython display handle.
+  redrawn in place through an IPython display handle. ``watch(seconds)`` waits behind a
+  progress bar that shows the lag, and returns how fast it moved (``helpers.lag.Trend``).
+- :func:`trend_figure`: a stretch of that lag with the fitted trends.
 - :func:`delay_figure`: how late each event was processed (processing time minus the
   time the fact occurred).
 - :func:`drain_figure`, :func:`delivery_figure`: bar charts of measured results.
@@ -14,6 +16,7 @@ Every colour, marker and dash comes from :mod:`helpers.style`.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 import time
@@ -28,8 +31,8 @@ from IPython.display import display
 from . import lifecycle, style
 from .clients import Kafka
 from .consumers import ConsumerProcess, stop_many, wait_processed
-from .drains import DrainResult, compare_drains, start_drain_groups
-from .lag import LagMonitor, total_lag
+from .drains import DrainResult, compare_drains, deadline, start_drain_groups
+from .lag import LagMonitor, Trend, total_lag, trend
 from .params import check_int, check_positive
 from .producers import ProducerRunner
 from .reports import Tally
@@ -76,7 +79,7 @@ class LiveLagPlot:
         self.figure.add_scatter(x=[], y=[], mode="lines", name="total lag",
                                 line=dict(width=3, color=style.color("lag"), dash=style.dash("lag")))
         self._partitions: list[int] = []
-        self._handle: Any = None
+        self._handles: list[Any] = []
         self._lock = threading.Lock()
         self.monitor = LagMonitor(kafka, topic, group_id, interval=interval, on_sample=self._update)
         self._t0: float | None = None
@@ -105,11 +108,11 @@ class LiveLagPlot:
         self.stop()
 
     def show(self) -> None:
-        """Display the chart here; it keeps updating while the monitor samples."""
+        """Display the chart here (again, if shown before); it keeps updating while the monitor samples."""
         if self.widget:
             display(self.figure)
         else:  # a raw bundle: a plotly figure's own display hook would ignore display_id
-            self._handle = display(_bundle(self.figure), raw=True, display_id=True)
+            self._handles.append(display(_bundle(self.figure), raw=True, display_id=True))
 
     # -- data
     def now(self) -> float:
@@ -148,8 +151,56 @@ class LiveLagPlot:
 
         found = wait_until(reached, timeout, f"lag <= {at_most}", strict=False)
         if found is None:
-            raise WaitTimeout(f"lag stayed above {at_most} for {timeout} s (latest {self.latest()})")
+            raise WaitTimeout(f"lag stayed above {at_most} for {timeout:.1f} s (latest {self.latest()})")
         return found
+
+    def watch(self, seconds: float, label: str, *, min_samples: int = 8) -> Trend:
+        """Wait ``seconds`` (longer if needed for ``min_samples`` lag samples) while the chart
+        updates, behind a progress bar that shows the latest lag; return the lag's trend over
+        that stretch (``helpers.lag.Trend``: events/s, > 0 growing)."""
+        check_positive("seconds", seconds)
+        check_int("min_samples", min_samples, minimum=2)
+        if not self.monitor.running:
+            raise RuntimeError("the chart is not sampling: call start() first")
+        start = self.now()
+        # a tqdm.auto bar over the seconds (through importlib: tqdm ships no type stubs)
+        bar = importlib.import_module("tqdm.auto").tqdm(
+            total=round(seconds, 1), desc=label, unit="s", leave=False, mininterval=0.5,
+            bar_format="{desc}: {n:.1f} of {total:.1f} s {bar} {postfix}")
+        shown = [0.0]
+
+        def enough(elapsed: float = 0.0) -> bool:
+            in_window = sum(1 for t in self.series()[0] if t >= start)
+            return elapsed >= seconds and in_window >= min_samples
+
+        def advance(elapsed: float) -> None:
+            if elapsed - shown[0] >= 0.5:  # at most twice a second: each redraw is a message to the browser
+                shown[0] = elapsed
+                bar.n = round(elapsed, 1)
+                bar.set_postfix_str(f"lag {self.latest()} events")
+
+        try:
+            wait_until(lambda: enough(self.now() - start), seconds + 60.0, f"{min_samples} lag samples",
+                       interval=0.05, on_poll=advance)
+        finally:
+            bar.close()
+        times, totals = self.series()
+        return trend(times, totals, start, self.now(), label)
+
+    def lag_at(self, t: float) -> int | None:
+        """The total lag of the last sample at or before ``t`` (chart seconds); None before the first."""
+        times, totals = self.series()
+        before = [v for s, v in zip(times, totals, strict=True) if s <= t]
+        return before[-1] if before else None
+
+    def table(self) -> str:
+        """The numbers behind the chart: the total lag at each mark, and the peak."""
+        rows = [f"{'t (s)':>7}  {'lag':>6}  mark"]
+        rows += [f"{t:7.1f}  {self.lag_at(t) if self.lag_at(t) is not None else '-':>6}  {label}"
+                 for t, label in self.marks]
+        times = self.series()[0]
+        rows.append(f"peak lag {self.peak()} events; {len(times)} samples over {times[-1] if times else 0:.1f} s")
+        return "\n".join(rows)
 
     def _update(self, monitor: LagMonitor) -> None:
         if time.monotonic() - self._drawn_at >= self.redraw_every:
@@ -180,10 +231,11 @@ class LiveLagPlot:
         self._refresh()
 
     def _refresh(self) -> None:
-        if self._handle is not None:
+        if self._handles:
             with self._lock:
                 bundle = _bundle(self.figure)
-            self._handle.update(bundle, raw=True)
+            for handle in self._handles:
+                handle.update(bundle, raw=True)
 
 
 def _bundle(fig: go.Figure) -> dict[str, Any]:
@@ -227,6 +279,29 @@ def delay_figure(records: Iterable[dict[str, Any]], *, t0: float | None = None,
     fig.add_scatter(x=[t - start for t, _ in points], y=[d for _, d in points], mode="markers", name="event",
                     marker=dict(size=4, color=style.color("events"), symbol=style.symbol("events")))
     for i, (t, label) in enumerate(marks):
+        add_mark(fig, t, label, i)
+    return fig
+
+
+def trend_figure(live: LiveLagPlot, trends: Iterable[Trend], *, pad: float = 1.0,
+                 title: str = "Lag before and after adding a consumer") -> go.Figure:
+    """The lag ``live`` sampled around ``trends`` (from ``pad`` s before the first to ``pad`` s
+    after the last), with each fitted trend as a dashed line and the chart's marks."""
+    trends = list(trends)
+    if not trends:
+        raise ValueError("trends must hold at least one Trend (from LiveLagPlot.watch)")
+    start, end = trends[0].start - pad, trends[-1].end + pad
+    times, totals = live.series()
+    shown = [(t, v) for t, v in zip(times, totals, strict=True) if start <= t <= end]
+    fig = new_figure(title, live=False, xaxis_title="seconds since start", yaxis_title="lag (events)")
+    fig.add_scatter(x=[t for t, _ in shown], y=[v for _, v in shown], mode="lines+markers", name="total lag",
+                    line=dict(color=style.color("lag"), dash=style.dash("lag")),
+                    marker=dict(size=4, symbol=style.symbol("lag")))
+    for tr in trends:
+        fig.add_scatter(x=[tr.start, tr.end], y=[tr.fitted(tr.start), tr.fitted(tr.end)],
+                        mode="lines", name=f"{tr.label}: {tr.slope:+.1f} events/s",
+                        line=dict(width=3, color=style.color("formula"), dash=style.dash("formula")))
+    for i, (t, label) in enumerate((t, label) for t, label in live.marks if start <= t <= end):
         add_mark(fig, t, label, i)
     return fig
 
@@ -282,7 +357,7 @@ class DrainExperiment:
                                  yaxis_title="seconds to drain")
         self.figure.add_bar(x=[], y=[], text=[], textposition="outside", marker_color=style.color("events"))
         self.output = w.Output()
-        self.button.on_click(lambda _b: self.run())
+        self.button.on_click(lambda _b: self.run(progress=False))
         children = [w.HBox([self.consumers, self.rate, self.button]), self.status]
         children.append(self.figure if isinstance(self.figure, go.FigureWidget) else self.output)
         self.widget = w.VBox(children)
@@ -300,12 +375,13 @@ class DrainExperiment:
             stop_many([m for g in self._prepared[2] for m in g.members])
             self._prepared = None
 
-    def run(self, consumers: int | list[int] | None = None,
-            rate: float | None = None) -> DrainResult | list[DrainResult]:
+    def run(self, consumers: int | list[int] | None = None, rate: float | None = None, *,
+            progress: bool = True) -> DrainResult | list[DrainResult]:
         """Drain the backlog with ``consumers`` members at ``rate`` events/s each; return the result.
 
         ``consumers`` may be a list of group sizes: they join together, then drain one
-        after the other (a list of results is returned).
+        after the other (a list of results is returned). ``progress`` (a direct call; the
+        button passes False) shows a bar per group while it drains.
         """
         chosen = self.consumers.value if consumers is None else consumers
         sizes = [chosen] if isinstance(chosen, int) else list(chosen)
@@ -318,7 +394,7 @@ class DrainExperiment:
         else:
             self.discard()
         results = compare_drains(self.kafka, self.topic, sizes, self.expected, rate=rate,
-                                 batch_size=self.batch_size, groups=groups)
+                                 batch_size=self.batch_size, groups=groups, progress=progress)
         self.results.extend(results)
         self.status.value = "<br>".join(
             f"<b>{r}</b>" + (f", idle: {', '.join(r.idle)}" if r.idle else "") for r in results)
@@ -349,24 +425,43 @@ class OutageExperiment:
                                      step=max_seconds / 20, description="outage (s)")
         self.button = w.Button(description="Take the consumer down", button_style="warning")
         self.status = w.HTML()
-        self.button.on_click(lambda _b: self.run())
+        self.button.on_click(lambda _b: self.run(progress=False))
         self.widget = w.VBox([w.HBox([self.seconds, self.button]), self.status])
         self.results: list[dict[str, Any]] = []
 
-    def run(self, seconds: float | None = None) -> dict[str, Any]:
-        """Pause the consumer for ``seconds`` while the producer runs; return what it cost."""
+    def run(self, seconds: float | None = None, *, progress: bool = True) -> dict[str, Any]:
+        """Pause the consumer for ``seconds`` while the producer runs; return what it cost.
+
+        The status line under the slider counts the outage twice a second; ``progress`` (a
+        direct call; the button passes False) also shows bars over the outage and the catching up.
+        """
         seconds = check_positive("seconds", self.seconds.value if seconds is None else seconds)
         c = self.consumer
-        self.status.value = f"Consumer paused for {seconds:g} s; the producer keeps going..."
+        bar = None
         with ProducerRunner(self.kafka, c.topic, self.producer_rate) as producer:
             c.pause()
-            time.sleep(seconds)
+            if progress:  # a tqdm.auto bar over the seconds (through importlib: tqdm ships no type stubs)
+                bar = importlib.import_module("tqdm.auto").tqdm(
+                    total=round(seconds, 1), desc="consumer down", unit="s", leave=False, mininterval=0.5,
+                    bar_format="{desc}: {n:.1f} of {total:.1f} s {bar} {postfix}")
+            started = time.monotonic()
+            while (elapsed := time.monotonic() - started) < seconds:
+                self.status.value = (f"Consumer paused: {elapsed:.0f} of {seconds:g} s; the producer sent "
+                                     f"{producer.sent} events, errors: {producer.errors}")
+                if bar is not None:
+                    bar.n = round(elapsed, 1)
+                    bar.set_postfix_str(f"sent {producer.sent}, errors {producer.errors}")
+                time.sleep(min(0.5, seconds - elapsed))  # at most twice a second: each update is a message
+            if bar is not None:
+                bar.close()
             during = producer.stats()
             backlog = total_lag(self.kafka, c.topic, c.group_id)
             t0 = time.time()
             c.resume()
             time.sleep(min(seconds, 1.0))
-        wait_processed([c], producer.acked_ids, timeout=60 + 10 * seconds)
+        self.status.value = f"Consumer back: catching up with a backlog of {backlog} events..."
+        wait_processed([c], producer.acked_ids, timeout=deadline(len(producer.acked_ids), c.rate),
+                       progress="catching up" if progress else None)
         result = {"outage_s": seconds, "sent": during["sent"], "producer_errors": producer.errors,
                   "backlog": backlog, "caught_up_s": round(time.time() - t0, 2)}
         self.results.append(result)

@@ -276,3 +276,73 @@ def test_processes_producers_and_groups_register_while_they_run(kafka):
     assert not mine & {e.resource for e in lifecycle.running()}
     assert not [t for t in lifecycle.course_threads() if t.endswith("-status") or "producer-" in t]
     assert consumer_children() == []
+
+
+def test_deadlines_derive_from_the_work_and_the_rebalances():
+    """Durations raced against each other come from one place: the session timeout (the broker's
+    clock, unscaled) and the work at its rate, with stated margins."""
+    from helpers.clients import TEACHING_CONSUMER
+
+    assert C.SESSION_TIMEOUT_S == TEACHING_CONSUMER["session_timeout_ms"] / 1000 == 6.0
+    assert drains.REBALANCE_S == 10 * C.SESSION_TIMEOUT_S
+    assert drains.deadline(100, 20) == drains.DEADLINE_MARGIN * 100 / 20 + 1.0
+    assert drains.deadline(100, 20, rebalances=2) == drains.deadline(100, 20) + 2 * drains.REBALANCE_S
+    for time_scale in (0.1, 0.3, 1.0):   # the work scales, the margin over it does not shrink
+        work = 300 / (20 / time_scale)
+        assert drains.deadline(300, 20 / time_scale) >= drains.DEADLINE_MARGIN * work
+    for call, name in ((lambda: drains.deadline(-1, 5), "events"), (lambda: drains.deadline(5, 0), "rate"),
+                       (lambda: drains.deadline(5, 5, rebalances=-1), "rebalances")):
+        with pytest.raises(ValueError, match=name):
+            call()
+
+
+def test_lesson_6_restarts_inside_the_session_timeout_at_every_time_scale():
+    """Lesson 6's outage is derived from the session timeout with a margin of half of it, so the
+    restarted processes always wait for the broker to give up on the killed ones."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(REPO / "lessons" / "06_increased_reliability.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    values = {t.id: ast.literal_eval(n.value) for n in ast.parse(params.source).body for t in n.targets}
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "OUTAGE = OUTAGE_SESSIONS * consumers.SESSION_TIMEOUT_S" in code
+    assert "time.sleep(OUTAGE_S" not in code and "OUTAGE_S * TIME_SCALE" not in code
+    for _time_scale in (0.1, 0.3, 1.0):   # the outage is on the broker's clock: the same at every scale
+        outage = values["OUTAGE_SESSIONS"] * C.SESSION_TIMEOUT_S
+        assert outage <= 0.5 * C.SESSION_TIMEOUT_S
+
+
+class _Reveals:
+    """A fake consumer whose report grows by one event per look."""
+
+    def __init__(self, ids):
+        self.ids, self.seen = list(ids), 0
+
+    def processed(self):
+        self.seen = min(self.seen + 1, len(self.ids))
+        return [{"event_id": i, "t": time.time()} for i in self.ids[:self.seen]]
+
+
+def test_wait_processed_shows_a_bar_that_ends_full_and_says_how_far_it_got(monkeypatch):
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(C, "progress_bar", Bar)
+    ids = [f"e{i}" for i in range(30)]
+    C.wait_processed([_Reveals(ids)], ids, timeout=10, poll=0.05, progress="draining")
+    assert [(b.total, b.desc, b.n, b.closed) for b in bars] == [(30, "draining", 30, True)]
+    with pytest.raises(C.WaitTimeout, match=r"processed \d+ of 30 events within 0.2 s"):
+        C.wait_processed([_Reveals(ids)], ids, timeout=0.2, poll=0.05, progress="too slow")
+    assert bars[-1].closed and 0 < bars[-1].n < 30

@@ -251,3 +251,39 @@ def test_status_json_names_a_broker_that_serves_clients(kafka):
     info = json.loads(out.stdout)
     assert out.returncode == 0 and info["bootstrap_servers"] == kafka.bootstrap_servers
     assert info["kind"] == kafka.kind and (info["pid"] or kafka.kind != "embedded")
+
+
+def test_trend_fits_how_fast_the_lag_moved_and_names_a_short_stretch():
+    times, totals = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [100, 90, 110, 130, 150, 170]
+    grew = lag.trend(times, totals, 2.0, 5.0, "growing")
+    assert grew.slope == pytest.approx(20.0) and (grew.first, grew.last, grew.peak, grew.samples) == (110, 170, 170, 4)
+    assert grew.fitted(2.0) == pytest.approx(110.0) and "grew 20.0 events/s" in str(grew)
+    assert lag.trend(times, [50, 40, 30, 20, 10, 0], 0.0, 5.0).slope == pytest.approx(-10.0)
+    with pytest.raises(ValueError, match="times must hold at least 2 samples"):
+        lag.trend(times, totals, 4.5, 9.0)
+
+
+def test_live_lag_plot_watches_a_growing_lag_behind_a_bar_and_tables_its_marks(kafka):
+    from helpers import lagplots, lifecycle, producers
+
+    topic = kafka.create_topic(prefix="watch", partitions=2)
+    chart = lagplots.LiveLagPlot(kafka, topic, clients.unique_name("nobody"), live=False).start()
+    runner = producers.ProducerRunner(kafka, topic, rate=100).start()   # no consumer: the lag grows at this rate
+    try:
+        chart.mark("orders start")
+        grew = chart.watch(1.0, "nobody consuming", min_samples=5)
+        with pytest.raises(ValueError, match="seconds"):
+            chart.watch(0, "never")
+    finally:
+        runner.stop()
+        chart.stop()
+    print(f"\n{grew}\n{chart.table()}")
+    assert grew.samples >= 5 and 50 < grew.slope < 200, grew       # about 100 events/s
+    assert grew.end - grew.start >= 0.8
+    assert "orders start" in chart.table() and f"peak lag {chart.peak()} events" in chart.table()
+    assert chart.lag_at(-1.0) is None and chart.lag_at(chart.now()) == chart.latest()
+    assert chart not in {e.resource for e in lifecycle.running("lag-monitor")}
+    with pytest.raises(RuntimeError, match="start"):
+        chart.watch(1.0, "stopped")
+    figure = lagplots.trend_figure(chart, [grew])
+    assert [d.name for d in figure.data] == ["total lag", f"nobody consuming: {grew.slope:+.1f} events/s"]

@@ -2,7 +2,7 @@
 
 A lesson that is interrupted (kernel restarted or shut down before its clean-up cell)
 must not leave services listening, consumer processes running or Kafka clients connected
-(lag monitors and live lag charts keep theirs open while they sample). In a live kernel,
+(lag monitors, live lag charts and lab 5's shop keep theirs open while they run). In a live kernel,
 ``helpers.stop_all()`` stops everything and ``helpers.leftovers()`` is then empty. The
 embedded broker is the one deliberate exception: it is shared and outlives kernels (see
 helpers.embedded).
@@ -32,6 +32,8 @@ member = consumers.ConsumerProcess(kafka, topic, group).start()
 runner = producers.ProducerRunner(kafka, topic, rate=20).start()
 monitor = lag.LagMonitor(kafka, topic, group, interval=0.1).start()
 chart = lagplots.LiveLagPlot(kafka, topic, group, interval=0.1).start()
+from helpers import checks                          # lab 5's shop: back office, dispatcher, producer
+shop = checks.lab5_shop(kafka, fast=0.05, slow=1.0)
 print(json.dumps({"ports": [s.port for s in chain.services], "child": member.pid}))
 """
 
@@ -117,7 +119,7 @@ def test_stop_all_leaves_nothing_in_a_live_kernel(kafka):
         client.stop_channels()
         manager.shutdown_kernel(now=True)
     print(f"\nstop_all stopped {result['stopped']}; leftovers {result['leftovers']}")
-    assert result["stopped"] >= 5  # chain, consumer, producer, monitor, chart (and the chart's monitor)
+    assert result["stopped"] >= 6  # chain, consumer, producer, monitor, chart (and its monitor), lab 5's shop
     assert not any(result["leftovers"].values()), result["leftovers"]
     assert not result["child_alive"] and child_gone, "stop_all() stopped the consumer process"
     assert not [t for t in result["threads"] if t.startswith(("course-", "kafka"))], result["threads"]

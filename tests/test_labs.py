@@ -965,7 +965,7 @@ def test_checks_do_not_record_progress_when_switched_off(monkeypatch):
 
 def test_welcome_notebook_shows_lab_progress_after_the_course_map():
     nb = nbformat.read(ROOT / "lessons" / "00_welcome.ipynb", as_version=4)
-    course_map = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Course map"))
+    course_map = next(i for i, c in enumerate(nb.cells) if c.source.startswith(("## The course map", "## Course map")))
     shows = [i for i, c in enumerate(nb.cells) if "helpers.progress.show()" in c.source]
     assert len(shows) == 1 and shows[0] > course_map and nb.cells[shows[0]].cell_type == "code"
     setup = next(i for i, c in enumerate(nb.cells) if "import helpers" in c.source)

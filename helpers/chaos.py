@@ -94,7 +94,7 @@ def numbers_html(run: Run) -> str:
         ("lost (never shipped)" if over else "not shipped yet", [len(run.unshipped(side)) for side in SIDES]),
         ("duplicated", [len(run.duplicated(side)) for side in SIDES]),
         ("lag now", ["0", str(run.lag[-1][1]) if run.lag else "-"])]
-    head = "".join(f"<th style='color:{style.color(side)}'>{html.escape(side)}</th>" for side in SIDES)
+    head = "".join(f"<th style='color:{style.text_color(side)}'>{html.escape(side)}</th>" for side in SIDES)
     body = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td style='text-align:right'>{v}</td>"
                                                                    for v in values) + "</tr>"
                    for name, values in rows)

@@ -64,7 +64,8 @@ SERIES_DASHES: list[str] = ["solid", "dash", "dot", "dashdot", "longdash", "long
 
 #: For text in widgets (HTML): errors and successes.
 #: Darker than the palette's vermillion, so error text reaches WCAG AA contrast on white (5.2:1).
-TEXT_COLOR: dict[str, str] = {"error": "#B34F00", "ok": OKABE_ITO["blue"]}
+TEXT_COLOR: dict[str, str] = {"error": "#B34F00", "ok": OKABE_ITO["blue"],
+                              "failed": "#B34F00", "sync": "#B34F00", "events": OKABE_ITO["blue"]}
 
 TEMPLATE = "plotly_white"
 
@@ -75,6 +76,12 @@ def color(role: str) -> str:
         return ROLE_COLOR[role]
     except KeyError:
         raise ValueError(f"role must be one of {sorted(ROLE_COLOR)}, got {role!r}") from None
+
+
+def text_color(role: str) -> str:
+    """A colour for TEXT of a role on white that meets WCAG AA contrast (4.5:1): the palette's
+    vermillion and orange are too light for text, so roles drawn in them get a darker shade."""
+    return TEXT_COLOR.get(role, OKABE_ITO["black"])
 
 
 def symbol(role: str) -> str:

@@ -7,7 +7,9 @@ Every notebook executes once at the CI scale, as nbval items (testpaths ``lesson
 ``labs/solutions``); :func:`pytest_runtest_logreport` adds up each notebook's wall time
 (setup, which starts its kernel, every cell, teardown) and the test marked
 ``after_notebooks`` (tests/test_run_all.py, moved to the end of the session) asserts the
-budgets. The learners' pass at time scale 1.0 is the session fixture :func:`learner_run`.
+budgets. The learners' pass at time scale 1.0 (``helpers.tooling.learnerpass``) starts as a
+process of its own when collection ends and runs while the other tests do; the tests that
+read it (through the session fixture :func:`learner_run`) and the browser tests run last.
 
 Environment variables (never honoured when ``CI`` is set, where everything runs):
 
@@ -23,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -35,19 +39,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LEARNER_TIME_SCALE = 1.0
-LEARNER_CELL_TIMEOUT_S = 300
 #: notebooks executed side by side in the learners' pass ($COURSE_LEARNER_RUN_WORKERS, default 2)
 LEARNER_WORKERS = max(1, int(os.environ.get("COURSE_LEARNER_RUN_WORKERS") or 2))
 
-
-
-def _runner() -> Any:
-    """The course runner (it moves from helpers/runner.py to helpers/tooling/runner.py)."""
-    try:
-        from helpers.tooling import runner
-    except ImportError:  # before the move
-        from helpers import runner  # type: ignore[no-redef]
-    return runner
 
 
 @pytest.fixture(scope="session")
@@ -81,8 +75,16 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Move the tests marked ``after_notebooks`` to the end of the session."""
-    items.sort(key=lambda item: item.get_closest_marker("after_notebooks") is not None)  # stable
+    """Order the session so the learners' pass (started in the background when collection
+    ends) overlaps the most: first everything else, nbval's notebooks included, then the
+    tests marked ``after_notebooks``, last the tests that read the pass and the browser tests
+    (which also read it, and need the CPU more than the waiting pass does)."""
+    def group(item: pytest.Item) -> int:
+        if _uses_learner_run(item) or item.get_closest_marker("browser") is not None:
+            return 2
+        return 1 if item.get_closest_marker("after_notebooks") is not None else 0
+
+    items.sort(key=group)  # stable: each group keeps its order
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +110,9 @@ def _flag(name: str) -> bool:
 
 def learner_notebooks() -> list[Path]:
     """Every lesson and lab solution, or those COURSE_LEARNER_RUN_NOTEBOOKS selects."""
-    every = _runner().course_notebooks()
+    from helpers.tooling.runner import course_notebooks
+
+    every = course_notebooks()
     wanted = [w.strip() for w in os.environ.get("COURSE_LEARNER_RUN_NOTEBOOKS", "").split(",") if w.strip()]
     if not wanted or os.environ.get("CI"):
         return every
@@ -137,7 +141,7 @@ class LearnerRun:
     summary: dict[str, Any]                 # what summary.json holds
 
     def result(self, notebook: str) -> dict[str, Any]:
-        """``{"seconds", "ok", "error"}`` of one notebook (path relative to the course root)."""
+        """``{"seconds", "ok", "error", "peak_memory_mb"}`` of one notebook (path relative to the course root)."""
         return self.summary["notebooks"][notebook]
 
     def executed(self, notebook: str) -> Any:
@@ -147,138 +151,138 @@ class LearnerRun:
         return nbformat.read(self.root / notebook, as_version=4)
 
 
-# The screen changes when the kernel sends a cell one of these (a comm_msg is a widget's
-# state update: a tqdm.auto bar advancing, a FigureWidget redrawing, a label counting).
-SCREEN_MESSAGES = {"stream", "display_data", "update_display_data", "execute_result", "clear_output",
-                   "error", "comm_msg"}
-
-
-def _timed_client_class():
-    """papermill's notebook client, recording when each cell's screen changed.
-
-    Each executed code cell gets ``metadata.learner_run = {"ran_s": seconds from the
-    kernel's busy to its idle, "updates_s": [seconds since busy of every screen change]}``.
-    """
-    from papermill.clientwrap import PapermillNotebookClient
-
-    class TimedNotebookClient(PapermillNotebookClient):
-        def process_message(self, msg, cell, cell_index):
-            kind, now = msg["msg_type"], time.monotonic()
-            starts = self.__dict__.setdefault("_course_starts", {})
-            if kind == "status" and msg["content"].get("execution_state") == "busy":
-                starts[cell_index] = now
-                cell.metadata["learner_run"] = {"ran_s": None, "updates_s": []}
-            elif cell_index in starts and "learner_run" in cell.metadata:
-                timing = cell.metadata["learner_run"]
-                if kind in SCREEN_MESSAGES:
-                    timing["updates_s"].append(round(now - starts[cell_index], 2))
-                elif kind == "status" and msg["content"].get("execution_state") == "idle":
-                    timing["ran_s"] = round(now - starts[cell_index], 2)
-            return super().process_message(msg, cell, cell_index)
-
-    return TimedNotebookClient
-
-
-def _write_summary(out: Path, results: list[Any], kafka: Any, seconds: float,
-                   peaks: dict[str, float]) -> dict[str, Any]:
-    summary = {
-        "time_scale": LEARNER_TIME_SCALE,
-        "kafka": kafka.describe() if hasattr(kafka, "describe") else str(kafka),
-        "seconds": round(seconds, 1),
-        "notebooks": {r.notebook: {"seconds": round(r.seconds, 1), "ok": r.ok, "error": r.error,
-                                   "peak_memory_mb": peaks.get(r.notebook, 0.0)}
-                      for r in results},
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
 _SAY_LOCK = threading.Lock()
 
 
 def _say(config: pytest.Config, line: str) -> None:
     """Print through pytest's capture (the pass takes minutes: show progress); thread-safe."""
     with _SAY_LOCK:
-        _say_unlocked(config, line)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        if capture is None:
+            reporter.write_line(line)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
 
 
-def _say_unlocked(config: pytest.Config, line: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None:
+def _learner_run_dir() -> Path:
+    return Path(os.environ.get("COURSE_LEARNER_RUN_DIR") or ROOT / "build" / "learner-run")
+
+
+def _uses_learner_run(item: pytest.Item) -> bool:
+    return "learner_run" in getattr(item, "fixturenames", ())
+
+
+class _LearnerPass:
+    """The learners' pass running as a process of its own (helpers.tooling.learnerpass),
+    started when collection ends so that it runs while the other tests do."""
+
+    def __init__(self, out: Path, notebooks: list[Path]):
+        self.out, self.log = out, out.parent / f"{out.name}.log"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "helpers.tooling.learnerpass", "--workers", str(LEARNER_WORKERS), str(out),
+                 *[str(p) for p in notebooks]],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.shown = 0
+
+    def new_lines(self) -> list[str]:
+        """What the pass printed since the last call."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        fresh, self.shown = lines[self.shown:], len(lines)
+        return fresh
+
+    def wait(self, config: pytest.Config) -> dict[str, Any]:
+        """Wait for the pass to end, showing its lines as they come; its summary."""
+        while True:
+            done = self.proc.poll() is not None
+            for line in self.new_lines():
+                if line.startswith("learner run:"):  # the kernels' own warnings stay in the log
+                    _say(config, line)
+            if done:
+                break
+            time.sleep(1.0)
+        summary_file = self.out / "summary.json"
+        if not summary_file.is_file():
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+            pytest.fail(f"the learners' pass exited with {self.proc.returncode} and no summary.json:\n{tail}",
+                        pytrace=False)
+        return json.loads(summary_file.read_text())
+
+    def stop(self) -> None:
+        """End the pass (and every kernel it started) if it still runs."""
+        if self.proc.poll() is None:
+            from helpers.tooling.learnerpass import kill_tree
+
+            kill_tree(self.proc.pid)
+        self.proc.wait(timeout=30)
+
+
+_PASS: dict[str, _LearnerPass] = {}
+
+
+def _start_learner_pass(config: pytest.Config) -> _LearnerPass:
+    from helpers import broker
+
+    broker.connect(quiet=True)  # the session's broker first: the pass then reuses it, never races to start one
+    notebooks = learner_notebooks()
+    _PASS["pass"] = _LearnerPass(_learner_run_dir(), notebooks)
+    _say(config, f"\nlearner run: {len(notebooks)} notebook(s) at time scale {LEARNER_TIME_SCALE} started in the "
+                 f"background (pid {_PASS['pass'].proc.pid}); the tests that read it run last")
+    return _PASS["pass"]
+
+
+def _learner_run_skipped() -> bool:
+    return _flag("COURSE_SKIP_LEARNER_RUN") and not os.environ.get("CI")
+
+
+def _learner_run_reused(out: Path) -> dict[str, Any] | None:
+    """An earlier pass's summary, when COURSE_LEARNER_RUN_REUSE asks for it and it covers every notebook."""
+    if not _flag("COURSE_LEARNER_RUN_REUSE") or os.environ.get("CI") or not (out / "summary.json").is_file():
+        return None
+    summary = json.loads((out / "summary.json").read_text())
+    names = {p.relative_to(ROOT).as_posix() for p in learner_notebooks()}
+    return summary if names <= set(summary.get("notebooks", {})) else None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the learners' pass in the background if a collected test reads it."""
+    if session.config.option.collectonly or not any(_uses_learner_run(i) for i in session.items):
         return
-    if capture is None:
-        reporter.write_line(line)
+    if _learner_run_skipped() or _learner_run_reused(_learner_run_dir()) is not None:
         return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(line)
+    _start_learner_pass(session.config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """No orphan: a pass still running when the session ends (an early -x stop) is stopped."""
+    running = _PASS.pop("pass", None)
+    if running is not None:
+        running.stop()
 
 
 @pytest.fixture(scope="session")
 def learner_run(request) -> Iterator[LearnerRun]:
-    """Every lesson and lab solution executed once at time scale 1.0, as a learner runs them.
-
-    papermill (via the course runner) writes them to build/learner-run/, mirroring
-    lessons/ and labs/solutions/, plus build/learner-run/summary.json:
-    ``{"time_scale": 1.0, "kafka": ..., "seconds": total,
-    "notebooks": {"lessons/04_x.ipynb": {"seconds", "ok", "error"}, ...}}``.
-    Each executed code cell also records its screen updates (``metadata.learner_run``).
+    """Every lesson and lab solution executed once at time scale 1.0, as a learner runs them
+    (``helpers.tooling.learnerpass``: papermill, two side by side, screen updates and memory
+    recorded), into build/learner-run/ with its summary.json. The pass starts in the
+    background when collection ends; the tests that read it run last and wait for it here.
     """
-    ci = bool(os.environ.get("CI"))
-    if _flag("COURSE_SKIP_LEARNER_RUN") and not ci:
+    if _learner_run_skipped():
         pytest.skip("COURSE_SKIP_LEARNER_RUN is set: the learners' pass at time scale 1.0 is skipped "
                     "(it never is under CI)")
-    out = Path(os.environ.get("COURSE_LEARNER_RUN_DIR") or ROOT / "build" / "learner-run")
-    notebooks = learner_notebooks()
-    names = [p.relative_to(ROOT).as_posix() for p in notebooks]
-    if _flag("COURSE_LEARNER_RUN_REUSE") and not ci and (out / "summary.json").is_file():
-        summary = json.loads((out / "summary.json").read_text())
-        if set(names) <= set(summary.get("notebooks", {})):
-            _say(request.config, f"learner run: reusing {out} (COURSE_LEARNER_RUN_REUSE)")
-            yield LearnerRun(out, summary)
-            return
-    kafka = request.getfixturevalue("kafka")  # only now: a skipped pass starts no broker
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    saved = os.environ.get("COURSE_TIME_SCALE")  # the runner sets it for the kernels it starts
-    results = []
-    peaks: dict[str, float] = {}
-    started = time.monotonic()
-    _say(request.config, f"\nlearner run: {len(notebooks)} notebook(s) at time scale {LEARNER_TIME_SCALE} into {out}")
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            import papermill.engines
-
-            patch.setattr(papermill.engines, "PapermillNotebookClient", _timed_client_class())
-            from concurrent.futures import ThreadPoolExecutor
-
-            from helpers import embedded
-            from helpers.tooling.bench import RssSampler
-
-            state = embedded.live_state() if getattr(kafka, "kind", "") == "embedded" else None
-            broker_pid = state.get("pid") if state else None
-
-            def run_one(path: Path) -> Any:
-                # Memory as Binder counts it: every kernel with every process it started, plus the
-                # broker (with two notebooks at once, both kernels: an upper bound for each).
-                with RssSampler(broker_pid) as rss:
-                    result = _runner().run_notebook(path, out_dir=out, time_scale=LEARNER_TIME_SCALE,
-                                                    timeout=LEARNER_CELL_TIMEOUT_S)
-                peaks[result.notebook] = round(rss.peak_total / 2**20, 1)
-                _say(request.config, f"learner run: {result.notebook:<45} {result.seconds:6.1f} s  "
-                                     f"{peaks[result.notebook]:6.0f} MB  "
-                                     f"{'ok' if result.ok else 'FAILED ' + result.error}")
-                return result
-
-            # At time scale 1.0 the notebooks mostly wait (sleeps, timeouts, group joins), so two run
-            # side by side on two cores; unique topic and group names per run keep them apart.
-            with ThreadPoolExecutor(max_workers=LEARNER_WORKERS, thread_name_prefix="learner-run") as pool:
-                results = list(pool.map(run_one, notebooks))
-    finally:
-        if saved is None:
-            os.environ.pop("COURSE_TIME_SCALE", None)
-        else:
-            os.environ["COURSE_TIME_SCALE"] = saved
-    summary = _write_summary(out, results, kafka, time.monotonic() - started, peaks)
-    _say(request.config, f"learner run: {summary['seconds']:.1f} s in all")
+    out = _learner_run_dir()
+    reused = _learner_run_reused(out)
+    if reused is not None:
+        _say(request.config, f"learner run: reusing {out} (COURSE_LEARNER_RUN_REUSE)")
+        yield LearnerRun(out, reused)
+        return
+    running = _PASS.get("pass") or _start_learner_pass(request.config)
+    summary = running.wait(request.config)
     yield LearnerRun(out, summary)

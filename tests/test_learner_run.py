@@ -154,3 +154,33 @@ def test_a_progress_display_is_recognised():
     plain = nbformat.v4.new_code_cell("", outputs=[
         nbformat.v4.new_output("stream", name="stdout", text="waiting 30 s for the outage ...")])
     assert shows_progress(bar) and shows_progress(text_bar) and not shows_progress(plain)
+
+
+def test_the_pass_names_a_bad_worker_count(tmp_path, capsys):
+    from helpers.tooling import learnerpass
+
+    assert learnerpass.main(["--workers", "0", str(tmp_path)]) == 2
+    assert "workers" in capsys.readouterr().err
+
+
+def test_stopping_the_pass_stops_everything_it_started():
+    """What the session does when it ends before the pass (-x): the pass and its children go."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from helpers.tooling.learnerpass import kill_tree
+    from helpers.wait import wait_until
+
+    sleeper = "import time; time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                               f"subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(60)"])
+    try:
+        children = wait_until(lambda: psutil.Process(parent.pid).children(recursive=True), 10, "a child process")
+        kill_tree(parent.pid, timeout=5)
+        assert parent.wait(timeout=10) is not None
+        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -147,7 +147,7 @@ class _Ledger:
                 answer.answered, answer.ok, answer.error = now, ok, error
 
 
-class TwinShop:
+class TwinShop(lifecycle.Managed):
     """The shop built twice (a synchronous chain and event services), run on one clock.
 
     ``timings``: :func:`plan` at the notebook's TIME_SCALE; ``workers``: threads of each HTTP
@@ -219,11 +219,7 @@ class TwinShop:
 
     def stop(self) -> None:
         """Stop everything: the HTTP services, the event services, the watcher, the clients."""
-        event_side: list[EventService] = [*self.services.values(), *([self.watcher] if self.watcher else [])]
-        for svc in event_side:
-            svc.signal_stop()
-        for svc in event_side:
-            svc.stop()
+        lifecycle.stop_together([*self.services.values(), *([self.watcher] if self.watcher else [])])
         self.chain.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -232,12 +228,6 @@ class TwinShop:
             self.producer.close(timeout=5)
             self.producer = None
         lifecycle.unregister(self)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         events_state = ", ".join(f"{n} {'ready' if s.ready else 'down'}" for n, s in self.services.items())

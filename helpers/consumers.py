@@ -37,12 +37,11 @@ from typing import Any
 from . import lifecycle
 from .clients import TEACHING_CONSUMER, Kafka, partitions_for, unique_name
 from .consumer_child import COMMIT_STRATEGIES, check_commit
-from .eventservices import progress_bar
 from .lag import committed
 from .params import check_int, check_positive
 from .producers import ProducerRunner, make_backlog, produce_backlog  # noqa: F401 - TEMP re-export (issue 12), removed at integration
 from .reports import Exposure, ReportReader, Tally, batch_risk, count_report, exposure, processed_records
-from .wait import WaitTimeout, wait_until
+from .wait import WaitTimeout, progress_bar, wait_until
 
 __all__ = [
     "COMMIT_STRATEGIES", "SESSION_TIMEOUT_S", "ConsumerProcess", "ConsumerGroup", "Exposure", "Tally", "count_report",

@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import calls
-from .eventservices import progress_bar
 from .eventservices import wait_processed as wait_processed_by
 from .lifecycle import THREAD_PREFIX
 from .params import check_int, check_positive
 from .services import CAST, Service
+from .wait import progress_bar
 from .workflow import OrderWorkflow, Placement
 
 __all__ = ["CouplingRun", "ResourceSample", "compare_coupling"]

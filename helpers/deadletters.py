@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from kafka.structs import OffsetAndMetadata
 
@@ -119,7 +119,7 @@ def read_dead_letters(kafka: Kafka, topic: str, timeout: float = 15.0) -> list[D
 # --------------------------------------------------------------------------- the consumer
 
 
-class RetryingConsumer:
+class RetryingConsumer(lifecycle.CourseThread):
     """Processes every partition of ``topic`` with ``handler(record)``; retries, then dead-letters.
 
     A failing record is retried after ``backoff`` seconds: the consumer seeks back to it
@@ -144,6 +144,7 @@ class RetryingConsumer:
             check_int("max_attempts", max_attempts)
             if dead_letter_topic is None:
                 raise ValueError("dead_letter_topic must name a topic when max_attempts is set")
+        super().__init__()
         self.kafka, self.topic, self.handler = kafka, topic, handler
         self.group_id = group_id or clients.unique_name("retrying")
         self.max_attempts = max_attempts
@@ -155,33 +156,21 @@ class RetryingConsumer:
         self.attempts: dict[tuple[int, int], int] = {}
         self.failures: list[str] = []
         self.dead_letters: list[DeadLetter] = []
-        self.error: BaseException | None = None
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self, timeout: float = 15.0) -> RetryingConsumer:
+    def start(self, timeout: float = 15.0) -> Self:
         """Start the thread (registered with helpers.lifecycle) and wait until it is assigned."""
-        self._thread = threading.Thread(target=self._run, name=f"{lifecycle.THREAD_PREFIX}{self.name}", daemon=True)
-        lifecycle.register(self, self.KIND, self.name)
-        self._thread.start()
+        super().start()
         if not self._ready.wait(timeout) or self.error is not None:
             self.stop()
             raise RuntimeError(f"the retrying consumer did not start: {self.error}")
         return self
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop and join the thread; unregister."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        lifecycle.unregister(self)
-
     @property
     def alive(self) -> bool:
         """True while the thread runs (a poison message never kills it)."""
-        return self._thread is not None and self._thread.is_alive()
+        return self.running
 
     def snapshot(self) -> tuple[dict[int, int], dict[int, int], int]:
         """(positions, processed per partition, dead letters) at this instant."""

@@ -23,8 +23,6 @@ notebook's ``time_scale``.
 """
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +32,6 @@ from plotly.subplots import make_subplots
 from . import style
 from .coupling import CouplingRun, compare_coupling
 from .experiments import (
-    WARM_UP_THREAD,
     FanOut,
     PaceRun,
     PublishTimings,
@@ -42,6 +39,7 @@ from .experiments import (
     measure_pace,
     stale_reads,
 )
+from .lifecycle import warm_up_plotly
 from .params import check_int, check_positive
 from .results import OrderTrack, ResultWatcher
 from .widgets import LiveExperiment
@@ -61,15 +59,7 @@ __all__ = [
 ]
 
 
-def _warm_up() -> None:
-    """The first figure a kernel displays makes plotly import its renderers, which import
-    nbformat and jsonschema, which compile URI grammars: about 3 s on a busy 2-core machine.
-    Doing it in the background while the notebook waits for Kafka hides that cost."""
-    with contextlib.suppress(Exception):  # only an optimisation; the first figure imports it anyway
-        import plotly.io._renderers  # noqa: F401 - imported for its side effect (a warm cache)
-
-
-threading.Thread(target=_warm_up, name=WARM_UP_THREAD, daemon=True).start()
+warm_up_plotly()  # the first figure cell need not wait for plotly's renderers
 
 #: Bar fill patterns, so grouped and stacked bars read without colour (plotly pattern shapes).
 PATTERN = {"ok": "", "failed": "x", "pending": ".", "sync": "/", "events": ""}

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import importlib
 import itertools
 import math
 import threading
@@ -44,7 +43,7 @@ from . import clients, lifecycle
 from .clients import Kafka
 from .events import Event, EventError, decode, publish
 from .params import check_int, check_positive
-from .wait import wait_until
+from .wait import progress_bar, wait_until
 
 __all__ = [
     "JOIN_TIMEOUT",
@@ -57,7 +56,6 @@ __all__ = [
     "check_topics",
     "check_types",
     "correlation_of",
-    "progress_bar",
     "wait_processed",
 ]
 
@@ -196,7 +194,7 @@ class _Work:
         return out
 
 
-class EventService:
+class EventService(lifecycle.CourseThread):
     """A service: a thread with its own consumer (its own group) and its own producer.
 
     For every event of ``types`` (all types if None) on ``topics`` it works
@@ -216,6 +214,7 @@ class EventService:
                  group_id: str | None = None, processing_delay: float = 0.0,
                  types: str | Sequence[str] | None = None, workers: int | None = 1, use_group: bool = True,
                  from_start: bool = True):
+        super().__init__()
         self.kafka = kafka
         self.name = check_label("name", name)
         self.topics = check_topics("topics", topics)
@@ -238,12 +237,9 @@ class EventService:
         self.processing_delay = processing_delay
         self.handled: list[Handled] = []
         self.skipped = 0  # records that are not course events
-        self.error: BaseException | None = None
         self._by_correlation: dict[str, list[Handled]] = {}
         self._cond = threading.Condition()
-        self._stop = threading.Event()
         self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ---- what a subclass overrides
     def handle(self, event: Event) -> Iterable[tuple[str, Event]]:
@@ -268,15 +264,10 @@ class EventService:
     # ---- lifecycle
     def start(self) -> Self:
         """Start the thread; the group join happens in it (see :meth:`wait_ready`)."""
-        if self._thread is not None and self._thread.is_alive():
-            return self
-        self._stop.clear()
-        self._ready.clear()
-        self.error = None
-        self._thread = threading.Thread(target=self._run, name=f"{lifecycle.THREAD_PREFIX}{self.name}", daemon=True)
-        lifecycle.register(self, self.KIND, self.name)
-        self._thread.start()
-        return self
+        if not self.running:
+            self._ready.clear()
+            self.error = None
+        return super().start()
 
     def wait_ready(self, timeout: float = JOIN_TIMEOUT) -> Self:
         """Wait until the service has its partitions (a group join: about 3 s on the
@@ -293,29 +284,9 @@ class EventService:
         """True once it has its partitions (and has not failed)."""
         return self._ready.is_set() and self.error is None
 
-    @property
-    def running(self) -> bool:
-        """True while its thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def signal_stop(self) -> None:
-        """Ask the thread to stop without waiting (stop several services in parallel)."""
-        self._stop.set()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop processing (events being worked on are abandoned, not committed), close the
-        consumer (the group rebalances at once) and the producer, and wait for the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if not self.running:
-            lifecycle.unregister(self)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    # stop(), signal_stop() and running: helpers.lifecycle.CourseThread. Stopping abandons the
+    # events being worked on (not committed) and closes the consumer (the group rebalances at
+    # once) and the producer.
 
     # ---- results
     def count(self) -> int:
@@ -476,14 +447,6 @@ def _close_quietly(client: KafkaConsumer | KafkaProducer) -> None:
 
 
 # --------------------------------------------------------------------------- waiting, in view
-
-
-def progress_bar(total: int, desc: str, *, unit: str = "event") -> Any:
-    """A ``tqdm.auto`` bar (a widget in Jupyter, text elsewhere) of ``total`` steps; it
-    disappears when closed (``leave=False``), as the course's other bars do."""
-    # imported on first use (only long waits show a bar), through importlib: tqdm ships no type stubs
-    tqdm = importlib.import_module("tqdm.auto").tqdm
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, mininterval=0.2)
 
 
 def wait_processed(services: dict[str, EventService], correlation_ids: Sequence[str], timeout: float, *,

@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from . import clients
 from .clients import Kafka
 from .events import Event
-from .eventservices import EventService, Recorder, check_label, check_text, progress_bar, wait_processed
-from .lifecycle import THREAD_PREFIX
+from .eventservices import EventService, Recorder, check_label, check_text, wait_processed
+from .lifecycle import PLOTLY_WARM_UP_THREAD
 from .params import check_int, check_positive
 from .results import ResultWatcher, WatchResult, check_watcher
+from .wait import progress_bar
 from .workflow import (
     PAYMENT_DECLINED,
     PAYMENT_PROCESSED,
@@ -62,8 +63,6 @@ __all__ = [
 #: A demo that plays processing against the broker's ack keeps the work per event at least
 #: this many times the measured ack (the C6 check needs 3x; the rest absorbs a busy machine).
 ACK_MARGIN = 10.0
-#: The thread :mod:`helpers.eventplots` imports plotly's renderers in, in the background.
-WARM_UP_THREAD = f"{THREAD_PREFIX}plotly-warm-up"
 
 
 def ack_baseline(kafka: Kafka, n: int = 8) -> float:
@@ -75,7 +74,7 @@ def ack_baseline(kafka: Kafka, n: int = 8) -> float:
     # A background import holds the interpreter lock for seconds; acks measured meanwhile would
     # measure it, not the broker. Let it finish first.
     for thread in threading.enumerate():
-        if thread.name == WARM_UP_THREAD:
+        if thread.name == PLOTLY_WARM_UP_THREAD:
             thread.join(timeout=30)
     topic = clients.create_topic(kafka, prefix="ack-baseline")
     acks = []

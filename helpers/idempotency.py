@@ -172,7 +172,7 @@ def expected_balances(published: Sequence[events.Event]) -> dict[str, float]:
 # --------------------------------------------------------------------------- the consumer
 
 
-class CrashingConsumer:
+class CrashingConsumer(lifecycle.CourseThread):
     """A consumer-group member that crashes once mid-batch, and the member that replaces it.
 
     It polls up to ``batch_size`` records, applies each with ``handler`` ("naive" or
@@ -195,6 +195,7 @@ class CrashingConsumer:
             raise ValueError(f"handler must be one of {HANDLERS}, got {handler!r}")
         if not expected_ids:
             raise ValueError("expected_ids must name the events to wait for")
+        super().__init__()
         self.kafka, self.topic, self.ledger, self.handler = kafka, topic, ledger, handler
         self.expected_ids = set(expected_ids)
         self.group_id = group_id or clients.unique_name(f"ledger-{handler}")
@@ -210,24 +211,7 @@ class CrashingConsumer:
         self.exposure: list[events.Event] = []  # processed, not committed, at the crash
         self.joins: list[float] = []           # seconds each consumer took to get its partitions
         self.seen: set[str] = set()
-        self.error: BaseException | None = None
         self.finished = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> CrashingConsumer:
-        """Start the thread (registered with helpers.lifecycle)."""
-        self._thread = threading.Thread(target=self._run, name=f"{lifecycle.THREAD_PREFIX}{self.name}", daemon=True)
-        lifecycle.register(self, self.KIND, self.name)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop and join the thread; unregister."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        lifecycle.unregister(self)
 
     def _apply(self, event: events.Event) -> bool:
         if self.process_s:

@@ -11,16 +11,24 @@ Threads the course starts are named with :data:`THREAD_PREFIX` so :func:`leftove
 tell them from the kernel's own; :func:`listening_ports` reads the process's listening
 sockets (psutil) for the services' ports.
 
+Three shapes the course's running things share, written once here: :class:`Managed` (``with
+x:`` starts ``x`` and stops it on the way out), :class:`CourseThread` (an object behind one
+registered thread: start, signal, stop and join) and :func:`stop_together` (signal every one
+first, then wait for each, so they wind down in parallel). :func:`warm_up_plotly` is the one
+course thread that is not registered: it imports plotly's renderers and ends by itself.
+
 The embedded Kafka broker is the one deliberate exception: it is shared by every
 kernel and outlives them (see :mod:`helpers.embedded`).
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 THREAD_PREFIX = "course-"
 #: kafka-python's own client threads (producer sender, consumer heartbeat).
@@ -132,6 +140,115 @@ def leftovers() -> dict[str, list[Any]]:
 def is_clean(found: dict[str, list[Any]] | None = None) -> bool:
     """True when :func:`leftovers` (or ``found``) lists nothing."""
     return not any((found if found is not None else leftovers()).values())
+
+
+# --------------------------------------------------------------------------- shared shapes
+
+
+class Managed:
+    """Anything with ``start()`` and ``stop()``: ``with x:`` starts it and stops it on the way
+    out, whatever happens inside (a subclass writes ``start`` returning ``self``, and ``stop``)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class CourseThread(Managed):
+    """An object behind one course thread: :meth:`start` runs the subclass's ``_run`` in a
+    daemon thread named :data:`THREAD_PREFIX` + ``name``, registered (kind ``KIND``) while it
+    runs; ``_run`` ends when ``self._stop`` is set. Subclasses set ``name`` and call
+    ``super().__init__()``; a failure in ``_run`` goes to ``error``, for the owner to report."""
+
+    KIND: ClassVar[str] = "thread"
+    name: str
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Start the thread (registered with helpers.lifecycle); one already running is left as it is."""
+        if self.running:
+            return self
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}{self.name}", daemon=True)
+        register(self, self.KIND, self.name)
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        """True while its thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def signal_stop(self) -> None:
+        """Ask the thread to stop without waiting (to stop several in parallel: :func:`stop_together`)."""
+        self._stop.set()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Ask the thread to stop and wait for it (at most ``timeout`` s); unregister once it has
+        ended (one that is still running stays listed by :func:`leftovers`)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if not self.running:
+            unregister(self)
+
+
+class Signalled(Stoppable, Protocol):
+    """Anything that can be asked to stop first and waited for later (a :class:`CourseThread`)."""
+
+    def signal_stop(self) -> Any: ...
+
+
+def stop_together(resources: Iterable[Signalled]) -> None:
+    """Signal every one of ``resources`` first, then stop (and wait for) each: they wind down
+    in parallel, not one after the other."""
+    resources = list(resources)
+    for resource in resources:
+        resource.signal_stop()
+    for resource in resources:
+        resource.stop()
+
+
+#: The thread :func:`warm_up_plotly` imports plotly's renderers in.
+PLOTLY_WARM_UP_THREAD = f"{THREAD_PREFIX}plotly-warm-up"
+_WARM_UP: list[threading.Thread] = []
+
+
+def _import_renderers() -> None:
+    with contextlib.suppress(Exception):  # only an optimisation; the first figure imports it anyway
+        import plotly.io._renderers  # noqa: F401 - imported for its side effect (a warm cache)
+
+
+def warm_up_plotly() -> threading.Thread:
+    """Import plotly's renderers in a background thread, once per kernel; return that thread.
+
+    The first figure a kernel displays makes plotly import its renderers, which import
+    nbformat and jsonschema: about 3 s on a busy 2-core machine, more under load. The figure
+    modules call this when they are imported, so the import overlaps the lesson's set-up
+    (services, Kafka) instead of holding up its first figure cell. The thread ends by itself
+    and is not registered; a measurement the import would disturb joins it first
+    (:func:`helpers.experiments.ack_baseline`)."""
+    with _LOCK:
+        if not _WARM_UP:
+            thread = threading.Thread(target=_import_renderers, name=PLOTLY_WARM_UP_THREAD, daemon=True)
+            thread.start()
+            _WARM_UP.append(thread)
+        return _WARM_UP[0]
 
 
 atexit.register(stop_all)

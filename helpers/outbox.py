@@ -29,7 +29,6 @@ import random
 import shutil
 import sqlite3
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,14 +63,7 @@ __all__ = [
 ]
 
 
-def _warm_up_plotly() -> None:
-    """Import plotly's renderers in the background (about 3 s on a busy 2-core machine), so
-    the lesson's first figure does not pay for it; :mod:`helpers.eventplots` does the same."""
-    with contextlib.suppress(Exception):  # only an optimisation; the first figure imports it anyway
-        import plotly.io._renderers  # noqa: F401 - imported for its side effect (a warm cache)
-
-
-threading.Thread(target=_warm_up_plotly, name=f"{lifecycle.THREAD_PREFIX}plotly-warm-up", daemon=True).start()
+lifecycle.warm_up_plotly()  # the lesson's first figure cell need not wait for plotly's renderers
 
 #: The three ways of placing an order, in the order the lesson shows them.
 DESIGNS = ("commit-then-publish", "publish-then-commit", "outbox")
@@ -237,20 +229,21 @@ class OutboxOrderService(_OrderServiceBase):
         db.execute("COMMIT")
 
 
-class OutboxRelay:
+class OutboxRelay(lifecycle.CourseThread):
     """A thread that publishes unpublished outbox rows, oldest first, and marks each one.
 
     For each row: send it, wait for the broker's ack, then mark it published (its own
     commit). ``crashes`` (point ``"relay"``, keyed by row id, first attempt only) makes the
     relay die after the ack and before the mark; it restarts at once, finds the row still
     unpublished and publishes it again: at-least-once. ``published`` counts sends,
-    ``crashes_seen`` the crashes survived.
+    ``crashes_seen`` the crashes survived; ``stop()`` lets it finish the row in hand.
     """
 
     KIND = "relay"
 
     def __init__(self, kafka: Kafka, db_path: str | Path, *, interval: float = 0.01,
                  crashes: CrashPlan = NO_CRASHES, batch: int = 100):
+        super().__init__()
         self.kafka, self.db_path = kafka, Path(db_path)
         self.interval = check_positive("interval", interval)
         self.batch = check_int("batch", batch)
@@ -260,27 +253,7 @@ class OutboxRelay:
         self.name = f"outbox-relay-{self.db_path.stem}"
         self.published = 0
         self.crashes_seen = 0
-        self.error: BaseException | None = None
         self._attempted: set[int] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> OutboxRelay:
-        """Start the relay thread (registered with helpers.lifecycle)."""
-        if self._thread is not None and self._thread.is_alive():
-            return self
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"{lifecycle.THREAD_PREFIX}{self.name}", daemon=True)
-        lifecycle.register(self, self.KIND, self.name)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread (it finishes the row in hand) and unregister."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        lifecycle.unregister(self)
 
     def pending(self) -> int:
         """Outbox rows not yet marked published."""

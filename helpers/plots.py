@@ -7,9 +7,7 @@ alone: lines carry a dash, points a marker symbol, bars a label or a fill patter
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -19,7 +17,7 @@ from plotly.subplots import make_subplots
 from . import style
 from .calls import CallResult
 from .costs import Durations
-from .lifecycle import THREAD_PREFIX
+from .lifecycle import warm_up_plotly
 from .stats import format_duration, percentile
 
 __all__ = ["WATERFALL_TRACES", "availability_vs_depth", "counts_bar", "durations", "latency_histogram",
@@ -35,15 +33,7 @@ _WATERFALL_LOOK = {"client waits": ("client", ""), "queued for a worker": ("queu
 _PATTERNS = ("", "/", ".", "x", "\\", "+")
 
 
-def _warm_up() -> None:
-    """The first figure a kernel displays makes plotly import its renderers (about 3 s on a busy
-    2-core machine, more under load); importing them in the background while the lesson sets up
-    its services keeps that first figure cell from sitting still (helpers.eventplots does the same)."""
-    with contextlib.suppress(Exception):  # only an optimisation; the first figure imports it anyway
-        import plotly.io._renderers  # noqa: F401 - imported for its side effect (a warm cache)
-
-
-threading.Thread(target=_warm_up, name=f"{THREAD_PREFIX}plotly-warm-up", daemon=True).start()
+warm_up_plotly()  # the first figure cell need not wait for plotly's renderers
 
 
 def _styled(fig: go.Figure, title: str, height: int = 380, **extra: Any) -> go.Figure:

@@ -430,7 +430,7 @@ def _stop_together(services: Iterable[Service], timeout: float = 3.0) -> None:
 # --------------------------------------------------------------------------- chains
 
 
-class Chain:
+class Chain(lifecycle.Managed):
     """N services in a line: client -> orders -> payments -> ... (the last does the work).
 
     Names come from :func:`chain_names` (the course's :data:`CAST`). Every service gets
@@ -484,12 +484,6 @@ class Chain:
     def stop(self) -> None:
         """Stop every service of the chain together."""
         _stop_together(self.services)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __getitem__(self, key: int | str) -> Service:
         if isinstance(key, str):

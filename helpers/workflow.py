@@ -39,10 +39,9 @@ from .eventservices import (
     check_text,
     check_types,
     correlation_of,
-    progress_bar,
 )
 from .params import check_int, check_positive
-from .wait import wait_until
+from .wait import progress_bar, wait_until
 
 __all__ = [
     "ORDER_PLACED",
@@ -240,7 +239,7 @@ class Placement:
         return self
 
 
-class OrderWorkflow:
+class OrderWorkflow(lifecycle.Managed):
     """Orders -> payments -> shipping, through Kafka. Use as a context manager.
 
     ``payment_delay`` / ``shipping_delay``: seconds each service works per event
@@ -366,20 +365,11 @@ class OrderWorkflow:
 
     def stop(self) -> None:
         """Stop every service (together) and close the producer."""
-        for svc in self.services:
-            svc.signal_stop()  # signal all first: they wind down in parallel
-        for svc in self.services:
-            svc.stop()
+        lifecycle.stop_together(self.services)
         if self.producer is not None:
             self.producer.close(timeout=5)
             self.producer = None
         lifecycle.unregister(self)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def next_order_id(self) -> str:
         """A fresh order id, ``order-<n>``."""

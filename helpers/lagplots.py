@@ -54,6 +54,15 @@ def new_figure(title: str | None = None, *, live: bool = True, height: int = 360
     return fig
 
 
+def _seconds_bar(seconds: float, desc: str) -> Any:
+    """A tqdm.auto bar over ``seconds`` (its position is set, in seconds, by the caller), redrawn
+    at most twice a second: each redraw is a message to the browser. Through importlib: tqdm
+    ships no type stubs."""
+    return importlib.import_module("tqdm.auto").tqdm(
+        total=round(seconds, 1), desc=desc, unit="s", leave=False, mininterval=0.5,
+        bar_format="{desc}: {n:.1f} of {total:.1f} s {bar} {postfix}")
+
+
 class LiveLagPlot:
     """A chart of a consumer group's lag that grows while the group drains.
 
@@ -163,10 +172,7 @@ class LiveLagPlot:
         if not self.monitor.running:
             raise RuntimeError("the chart is not sampling: call start() first")
         start = self.now()
-        # a tqdm.auto bar over the seconds (through importlib: tqdm ships no type stubs)
-        bar = importlib.import_module("tqdm.auto").tqdm(
-            total=round(seconds, 1), desc=label, unit="s", leave=False, mininterval=0.5,
-            bar_format="{desc}: {n:.1f} of {total:.1f} s {bar} {postfix}")
+        bar = _seconds_bar(seconds, label)
         shown = [0.0]
 
         def enough(elapsed: float = 0.0) -> bool:
@@ -176,7 +182,9 @@ class LiveLagPlot:
         def advance(elapsed: float) -> None:
             if elapsed - shown[0] >= 0.5:  # at most twice a second: each redraw is a message to the browser
                 shown[0] = elapsed
-                bar.n = round(elapsed, 1)
+                # Past the window (a busy machine still waiting for its samples) the bar stays full:
+                # tqdm drops a total that n overshoots, and the bar's format needs it.
+                bar.n = round(min(elapsed, seconds), 1)
                 bar.set_postfix_str(f"lag {self.latest()} events")
 
         try:
@@ -440,10 +448,8 @@ class OutageExperiment:
         bar = None
         with ProducerRunner(self.kafka, c.topic, self.producer_rate) as producer:
             c.pause()
-            if progress:  # a tqdm.auto bar over the seconds (through importlib: tqdm ships no type stubs)
-                bar = importlib.import_module("tqdm.auto").tqdm(
-                    total=round(seconds, 1), desc="consumer down", unit="s", leave=False, mininterval=0.5,
-                    bar_format="{desc}: {n:.1f} of {total:.1f} s {bar} {postfix}")
+            if progress:
+                bar = _seconds_bar(seconds, "consumer down")
             started = time.monotonic()
             while (elapsed := time.monotonic() - started) < seconds:
                 self.status.value = (f"Consumer paused: {elapsed:.0f} of {seconds:g} s; the producer sent "

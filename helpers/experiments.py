@@ -218,9 +218,13 @@ class FanOut:
 
 
 def fan_out(kafka: Kafka, topic: str, published: Sequence[Event],
-            labels: Sequence[str] = ("payments", "analytics", "emails"), *, timeout: float = 60.0) -> FanOut:
+            labels: Sequence[str] = ("payments", "analytics", "emails"), *, timeout: float = 60.0,
+            join_timeout: float | None = None) -> FanOut:
     """Start one consumer per label, each in its own group, on ``topic``; wait until each
-    has read every event of ``published``; stop them and say who read what."""
+    has read every event of ``published``; stop them and say who read what.
+
+    ``timeout`` counts from the start, group joins included; with ``join_timeout``, the
+    groups first join (each within ``join_timeout`` s) and ``timeout`` counts only the reads."""
     check_text("topic", topic)
     if not isinstance(labels, (list, tuple)) or not labels:
         raise ValueError(f"labels must be a non-empty list of names, got {labels!r}")
@@ -231,6 +235,8 @@ def fan_out(kafka: Kafka, topic: str, published: Sequence[Event],
     if not published or not all(isinstance(e, Event) for e in published):
         raise ValueError("published must be a non-empty list of Events (see publish_orders)")
     check_positive("timeout", timeout)
+    if join_timeout is not None:
+        check_positive("join_timeout", join_timeout)
     ids = [e.event_id for e in published]
     readers = [Recorder(kafka, topic, label) for label in labels]
     start = time.monotonic()
@@ -238,8 +244,13 @@ def fan_out(kafka: Kafka, topic: str, published: Sequence[Event],
     try:
         for r in readers:
             r.start()
+        reads_from = start
+        if join_timeout is not None:
+            for r in readers:
+                r.wait_ready(join_timeout)
+            reads_from = time.monotonic()
         for r in readers:
-            handled = r.wait_for(ids, max(0.1, timeout - (time.monotonic() - start)))
+            handled = r.wait_for(ids, max(0.1, timeout - (time.monotonic() - reads_from)))
             seconds[r.name] = max(h.t for h in handled) - start
     finally:
         for r in readers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from checking import assert_not_yet, assert_passes, judge
 
 from helpers import capstone, chaos, checks, lifecycle, progress
 from helpers.checks import lab6
@@ -22,24 +23,6 @@ TIME_SCALE = 0.1
 def _private_progress(tmp_path, monkeypatch):
     """Every test records progress into its own file."""
     monkeypatch.setenv(progress.ENV_PROGRESS_FILE, str(tmp_path / "progress.json"))
-
-
-def judge(check, *args, **kwargs) -> checks.CheckResult:
-    """Run a check the way a test wants it: no display, a result instead of NotYet."""
-    return check(*args, stop=False, quiet=True, **kwargs)
-
-
-def assert_passes(result: checks.CheckResult) -> None:
-    assert result.passed and result.status == "passed", result.message
-    assert result.message.startswith("Passed:")
-
-
-def assert_not_yet(result: checks.CheckResult, *phrases: str) -> None:
-    assert not result.passed and result.status == "not yet", result.message
-    assert result.message.startswith("Not yet:") and "\nHint: " in result.message, result.message
-    for phrase in phrases:
-        assert phrase in result.message, f"{phrase!r} not in feedback:\n{result.message}"
-    assert "Traceback" not in result.message
 
 
 # =========================================================================== the plan and the scenarios

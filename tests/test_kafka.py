@@ -287,3 +287,17 @@ def test_live_lag_plot_watches_a_growing_lag_behind_a_bar_and_tables_its_marks(k
         chart.watch(1.0, "stopped")
     figure = lagplots.trend_figure(chart, [grew])
     assert [d.name for d in figure.data] == ["total lag", f"nobody consuming: {grew.slope:+.1f} events/s"]
+
+
+def test_a_watch_that_waits_past_its_window_for_samples_keeps_its_bar_full(kafka):
+    """On a busy machine a watch can wait beyond its seconds for its samples; its bar must not
+    overshoot (tqdm then drops the total the bar's text shows, and raised TypeError)."""
+    from helpers import lagplots
+
+    topic = kafka.create_topic(prefix="overshoot")
+    chart = lagplots.LiveLagPlot(kafka, topic, clients.unique_name("nobody"), interval=0.2, live=False).start()
+    try:
+        trend = chart.watch(0.2, "a short window", min_samples=8)   # 8 samples at 0.2 s: about 1.6 s
+    finally:
+        chart.stop()
+    assert trend.samples >= 8 and trend.end - trend.start >= 1.0, trend

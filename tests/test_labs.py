@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from checking import assert_not_yet, assert_passes, judge
 
 from helpers import checks, progress
 from helpers.tooling import labgen
@@ -33,24 +34,6 @@ def _id(path: Path) -> str:
 def _private_progress(tmp_path, monkeypatch):
     """Every test records progress into its own file."""
     monkeypatch.setenv(progress.ENV_PROGRESS_FILE, str(tmp_path / "progress.json"))
-
-
-def judge(check, *args, **kwargs) -> checks.CheckResult:
-    """Run a check the way a test wants it: no display, a result instead of NotYet."""
-    return check(*args, stop=False, quiet=True, **kwargs)
-
-
-def assert_passes(result: checks.CheckResult) -> None:
-    assert result.passed and result.status == "passed", result.message
-    assert result.message.startswith("Passed:")
-
-
-def assert_not_yet(result: checks.CheckResult, *phrases: str) -> None:
-    assert not result.passed and result.status == "not yet", result.message
-    assert result.message.startswith("Not yet:") and "\nHint: " in result.message, result.message
-    for phrase in phrases:
-        assert phrase in result.message, f"{phrase!r} not in feedback:\n{result.message}"
-    assert "Traceback" not in result.message
 
 
 # =========================================================================== (a) authored once
@@ -626,37 +609,59 @@ def test_lab4_plan():
     assert_not_yet(judge(checks.check_lab4_plan, lambda *a: 3), "should return a pair")
 
 
-def _drain(kafka, partitions, n_consumers, *, backlog=300, produce=100.0, process=100.0, seconds=2.0):
-    """A different correct run than the lab's: a bare LagMonitor, no chart; 10x the lab's rates.
-    ``produce=None``: no new orders arrive while it drains."""
+#: The lab-4 runs the checks judge below: name -> (partitions, consumers, new orders per second or None).
+#: 300 waiting, 100/s arriving, 100/s per consumer, target 60 within 2 s: 3 consumers needed.
+#: In this order: the good run drains last, when the others' processes have stopped.
+DRAINS = {"starved": (1, 1, 100.0), "quiet": (3, 3, None), "good": (3, 3, 100.0)}
+
+
+@pytest.fixture(scope="module")
+def drains(kafka):
+    """Each run of :data:`DRAINS`, a different correct run than the lab's: a bare LagMonitor, no
+    chart; 10x the lab's rates. ``None`` for the rate: no new orders arrive while it drains.
+
+    The groups start paused and join at once (joining takes seconds and is not what is judged,
+    as in helpers.drains.compare_drains); then each in turn is resumed, sampled and stopped.
+    Returns name -> its LagMonitor.
+    """
     import contextlib
 
     from helpers import consumers, lag, producers
 
-    topic = kafka.create_topic(prefix="t-drain", partitions=partitions)
-    producers.produce_backlog(kafka, topic, backlog)
-    group = consumers.ConsumerGroup(kafka, topic, n_consumers, rate=process, paused=True)
+    # Sampled as long as the check lets a busy machine reach the target for a 2 s deadline.
+    backlog, process, seconds = 300, 100.0, 1.25 * 2.0 + 0.5
+    groups = {}
     try:
-        group.start()
-        group.wait_assigned()
-        monitor = lag.LagMonitor(kafka, topic, group.group_id, interval=0.2)
-        arrivals = producers.ProducerRunner(kafka, topic, rate=produce) if produce else contextlib.nullcontext()
-        with arrivals:
-            group.resume()
-            with monitor:
-                time.sleep(seconds)
+        for name, (partitions, n_consumers, _produce) in DRAINS.items():
+            topic = kafka.create_topic(prefix="t-drain", partitions=partitions)
+            groups[name] = consumers.ConsumerGroup(kafka, topic, n_consumers, rate=process, paused=True).start()
+        for group in groups.values():  # while the groups join
+            producers.produce_backlog(kafka, group.topic, backlog)
+        for group in groups.values():
+            group.wait_assigned()
+        monitors = {}
+        for name, group in groups.items():
+            produce = DRAINS[name][2]
+            monitor = lag.LagMonitor(kafka, group.topic, group.group_id, interval=0.2)
+            arrivals = producers.ProducerRunner(kafka, group.topic, rate=produce) if produce \
+                else contextlib.nullcontext()
+            with arrivals:
+                group.resume()
+                with monitor:
+                    time.sleep(seconds)
+            group.stop()  # drained: the next one drains with fewer processes around
+            monitors[name] = monitor
     finally:
-        group.stop()
-    return monitor
+        for group in groups.values():
+            group.stop()
+    return monitors
 
 
-def test_lab4_drain(kafka):
+def test_lab4_drain(kafka, drains):
     from helpers import lag
 
-    # 300 waiting, 100/s arriving, 100/s per consumer, target 60 within 2 s: 3 consumers needed
-    good = _drain(kafka, 3, 3, seconds=2.6)
+    good, starved = drains["good"], drains["starved"]
     assert_passes(judge(checks.check_lab4_drain, good, deadline=2.0, max_lag=60, consumers=3))
-    starved = _drain(kafka, 1, 1, seconds=2.6)
     assert_not_yet(judge(checks.check_lab4_drain, starved, deadline=2.0, max_lag=60, consumers=1),
                    "the lag was still", "Too few consumers")
     assert_not_yet(judge(checks.check_lab4_drain, good, deadline=2.0, max_lag=60, consumers=5), "sat idle")
@@ -674,14 +679,13 @@ def test_lab4_drain(kafka):
     assert_not_yet(judge(checks.check_lab4_drain, rebound, deadline=2.0, max_lag=60), "climbed back")
 
 
-def test_lab4_drain_judges_the_arrivals_too(kafka):
+def test_lab4_drain_judges_the_arrivals_too(drains):
     """With the backlog and the produce rate, the check also sees whether new orders kept arriving."""
-    good = _drain(kafka, 3, 3, seconds=2.6)
-    assert_passes(judge(checks.check_lab4_drain, good, deadline=2.0, max_lag=60, consumers=3, backlog=300,
-                        produce_rate=100.0))
-    quiet = _drain(kafka, 3, 3, produce=None, seconds=2.6)  # drains fast: nothing new arrives
-    assert_not_yet(judge(checks.check_lab4_drain, quiet, deadline=2.0, max_lag=60, consumers=3, backlog=300,
-                         produce_rate=100.0), "new orders", "ProducerRunner")
+    assert_passes(judge(checks.check_lab4_drain, drains["good"], deadline=2.0, max_lag=60, consumers=3,
+                        backlog=300, produce_rate=100.0))
+    # drains fast: nothing new arrives
+    assert_not_yet(judge(checks.check_lab4_drain, drains["quiet"], deadline=2.0, max_lag=60, consumers=3,
+                         backlog=300, produce_rate=100.0), "new orders", "ProducerRunner")
 
 
 # =========================================================================== (c) lab 5: embrace the async

@@ -32,6 +32,7 @@ from IPython.display import display
 
 from .. import progress, style
 from ..lifecycle import THREAD_PREFIX
+from ..wait import wait_until
 
 #: Frames in these folders are not the learner's: feedback names the learner's own line.
 _LIBRARY_DIRS = (str(Path(__file__).resolve().parents[1]), sys.prefix, sys.base_prefix, "<frozen")
@@ -183,8 +184,11 @@ class Deadline:
         self.error: BaseException | None = None
         self.elapsed = math.nan
 
-    def run(self, seconds: float, rescue: Callable[[], object] | None = None, grace: float = 10.0) -> bool:
-        """True if it returned (or raised: re-raised here) within ``seconds``."""
+    def run(self, seconds: float, rescue: Callable[[], object] | None = None, grace: float = 10.0,
+            give_up: Callable[[], bool] | None = None) -> bool:
+        """True if it returned (or raised: re-raised here) within ``seconds``. ``give_up()``,
+        if given, is asked as it runs: True ends the wait early, as an overrun (the code is
+        clearly not going to return, e.g. it already made ten times the requests allowed)."""
         def target() -> None:
             started = time.perf_counter()
             try:
@@ -196,7 +200,11 @@ class Deadline:
 
         thread = threading.Thread(target=target, name=f"{THREAD_PREFIX}check-{self.name}", daemon=True)
         thread.start()
-        thread.join(seconds)
+        if give_up is None:
+            thread.join(seconds)
+        else:
+            wait_until(lambda: not thread.is_alive() or give_up(), seconds, f"{self.name} to return",
+                       interval=0.02, strict=False)
         if not thread.is_alive():
             if self.error is not None:
                 raise self.error

@@ -10,6 +10,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.producer.future import FutureRecordMetadata
 
 from ..clients import Kafka, read_from_start
+from ..lag import end_offsets
 from ..wait import wait_until
 
 
@@ -26,14 +27,21 @@ def from_beginning(kafka: Kafka, topic: str) -> KafkaConsumer:
 
 
 def read_all(kafka: Kafka, topic: str, expect: int, timeout: float = 5.0) -> list[ConsumerRecord]:
-    """Every record on ``topic``: polls until ``expect`` arrived and a poll brings nothing
-    more, or ``timeout`` seconds passed (then what arrived so far)."""
+    """Every record on ``topic`` when it is called (call it once the sending is over: the
+    producer flushed or closed): polls until it has read up to each partition's end offset
+    (its high watermark now), or ``timeout`` seconds passed (then what arrived so far).
+    ``expect`` is how many the caller expects (named when the wait runs out). Reading up to
+    the end offsets, rather than waiting for more, answers "nothing arrived" at once."""
+    ends = end_offsets(kafka, topic)
     records: list[ConsumerRecord] = []
+    reached: dict[int, int] = {}
     with closing(from_beginning(kafka, topic)) as consumer:
         def complete() -> bool:
             for batch in consumer.poll(timeout_ms=200).values():
                 records.extend(batch)
-            return len(records) >= expect and not consumer.poll(timeout_ms=100)
+                for r in batch:
+                    reached[r.partition] = max(reached.get(r.partition, 0), r.offset + 1)
+            return all(reached.get(partition, 0) >= end for partition, end in ends.items())
 
         wait_until(complete, timeout, f"{expect} records on {topic}", interval=0.01, strict=False)
     return records

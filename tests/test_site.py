@@ -129,6 +129,16 @@ def test_plotly_js_ships_once_and_nothing_loads_from_the_network(built):
     assert built.bytes < 30_000_000
 
 
+def test_only_pages_with_a_figure_load_plotly_js(built):
+    with_figure = _page(built, "lessons/01_synchronous_calls.html")
+    assert 'class="course-plotly"' in with_figure and "_static/course-figures.js" in with_figure
+    for rel in ("index.html", "lessons/00_welcome.html", "labs/02_from_calls_to_events.html", "search.html"):
+        page = _page(built, rel)
+        assert 'class="course-plotly"' not in page, rel
+        assert "plotly.min.js" not in page and "course-figures.js" not in page, rel
+        assert "_static/doctools.js" in page, rel  # only those two scripts went
+
+
 def test_figures_and_widgets_become_interactive_plotly_divs(built):
     page = _page(built, "lessons/01_synchronous_calls.html")
     payloads = re.findall(r'<script type="application/json" class="course-plotly-data">(.*?)</script>', page, re.S)

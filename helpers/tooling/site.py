@@ -17,7 +17,8 @@ What the pages get, on top of myst-nb's rendering:
   plotly.js again, 5 MB per notebook) is dropped: a widget's HTML read-out is published as
   HTML, its figure as a plotly figure unless it was redrawn after it was first shown (the
   saved state keeps only the first drawing), and a note names its sliders and points to
-  the launch buttons;
+  the launch buttons. Only the pages that have a figure load plotly.js (4.8 MB to parse:
+  seconds on a slow machine) and ``course-figures.js``;
 * **launch buttons**: Binder and, with ``--hub``, a JupyterHub (nbgitpuller) link per page,
   from ``helpers.tooling.links``; without a GitHub repository (``--repo`` or the git
   remote) the pages have none;
@@ -64,6 +65,9 @@ TITLE = "Asynchronous Events"
 
 _LINK = re.compile(r"(\]\()(<[^>]+>|[^)\s]+)(\s+\"[^\"]*\")?(\))")
 _EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|#|/)", re.IGNORECASE)
+#: The site's script elements for plotly.js and the figure drawer, as Sphinx writes them.
+_FIGURE_SCRIPTS = re.compile(
+    r'[ \t]*<script\b[^>]*\bsrc="[^"]*_static/(?:plotly\.min|course-figures)\.js[^"]*"[^>]*>\s*</script>\n?')
 _REMOTE_RESOURCE = re.compile(
     r"<(?:script|link|img|iframe|source|video|audio|embed)\b[^>]*?\b(?:src|href)\s*=\s*[\"']?((?:https?:)?//[^\"'\s>]+)",
     re.IGNORECASE)
@@ -366,6 +370,26 @@ def stage(pages: list[Page], docs: list[str], src: Path, repo: Repo | None, ref:
 
 # ------------------------------------------------------------------ build
 
+def needs_plotly(text: str) -> bool:
+    """Whether a built page draws a plotly figure (or calls plotly.js from an output's script)."""
+    return 'class="course-plotly"' in text or "Plotly." in text
+
+
+def drop_unused_figure_scripts(html_dir: Path) -> list[str]:
+    """Remove plotly.js and ``course-figures.js`` from the pages without a figure (conf.py adds
+    them to every page); return those pages, relative to ``html_dir``."""
+    dropped = []
+    for page in sorted(html_dir.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        if needs_plotly(text):
+            continue
+        stripped = _FIGURE_SCRIPTS.sub("", text)
+        if stripped != text:
+            page.write_text(stripped, encoding="utf-8")
+            dropped.append(page.relative_to(html_dir).as_posix())
+    return dropped
+
+
 def folder_size(path: Path) -> int:
     """Bytes in the files under ``path``."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -431,6 +455,7 @@ def build(from_dir: Path | None = None, out: Path = DEFAULT_OUT, repo: str | Non
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=src, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"sphinx failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    drop_unused_figure_scripts(html_dir)
     for leftover in [*html_dir.glob("_static/**/*.map"), html_dir / ".buildinfo"]:
         leftover.unlink(missing_ok=True)  # source maps and build stamps: no use to a reader
     if (html_dir / "_sources").is_dir() and not any((html_dir / "_sources").iterdir()):

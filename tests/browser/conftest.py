@@ -5,6 +5,11 @@
 cells in the browser never writes outputs into the committed notebooks. The kernels
 inherit COURSE_STATE_DIR from tests/conftest.py and so share the session's broker.
 
+JupyterLab is loaded once, in one browser page (``lab.page()``: loading it takes seconds);
+each notebook opens in it as a double-click in the file browser does (``docmanager:open``)
+and closes again (its kernel shut down), and after a failure the page is reloaded, so that
+nothing carries over from one notebook to the next.
+
 ``lab.run("lessons/01_x.ipynb")`` opens one notebook, runs all cells from the Run menu,
 waits until every cell has executed and the kernel is idle, checks what rendered,
 moves a slider and watches its figure change (clicking the widget's button if it only
@@ -16,8 +21,13 @@ a :class:`NotebookReport`; the tests assert on it. The lessons in the copy have 
 (``helpers.tooling.slides``), as a teacher's copy would.
 
 ``lab.open("executed/lessons/02_x.ipynb")`` opens an already EXECUTED notebook (copied into the
-root with ``lab.add``) without running anything, and checks what its saved outputs render
-(figures, widgets from the saved widget state, no error output).
+root with ``lab.add``) without running anything or starting a kernel, and checks what its
+saved outputs render (figures, widgets from the saved widget state, no error output).
+
+Each report's ``phases`` says where its seconds went (open, kernel, run, check, screenshot...).
+
+``offline_browser_context`` is a second Chromium that can reach nothing but 127.0.0.1, for the
+course website (test_site_pages.py).
 
 The executed notebooks come from the session's ``learner_run`` (tests/conftest.py: every
 lesson and lab solution executed once at time scale 1.0 into build/learner-run/;
@@ -29,16 +39,17 @@ the tests skip with the reason, except in CI (``$CI`` set) where they fail.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,8 +109,8 @@ def _die_with_parent() -> None:
 # ------------------------------------------------------------------ the browser
 
 @pytest.fixture(scope="session")
-def browser_context(tmp_path_factory):
-    """One headless Chromium (fresh user-data-dir) for the session."""
+def playwright_driver():
+    """Playwright's sync driver (one per session: a second sync_playwright() in the thread fails)."""
     if not Path(CHROMIUM).exists():
         unavailable(f"{CHROMIUM} is missing: `apt-get update && apt-get install -y chromium`")
     try:
@@ -107,19 +118,54 @@ def browser_context(tmp_path_factory):
     except ImportError:
         unavailable("playwright is not installed: `pip install playwright`")
     pw = sync_playwright().start()
-    try:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT)
-    except Exception:
-        pw.stop()
-        raise
-    yield context
-    context.close()
+    yield pw
     pw.stop()
 
 
+@pytest.fixture(scope="session")
+def browser_context(playwright_driver, tmp_path_factory):
+    """One headless Chromium (fresh user-data-dir) for the session."""
+    context = playwright_driver.chromium.launch_persistent_context(
+        str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT)
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def offline_browser_context(playwright_driver, tmp_path_factory):
+    """A headless Chromium that reaches 127.0.0.1 and nothing else.
+
+    Every other request goes to a proxy port that refuses connections (Chromium never proxies
+    loopback), so it fails at once, whatever the host, IP literals included. Unlike
+    ``page.route()``, which turns Chromium's HTTP cache off, this keeps the cache, so pages that
+    share scripts do not download and compile them again. Tests still watch ``page.on("request")``
+    to fail on any request that tried to leave 127.0.0.1."""
+    with socket.socket() as refused:
+        refused.bind(("127.0.0.1", 0))  # bound, never listening: every connection is refused
+        proxy = f"http://127.0.0.1:{refused.getsockname()[1]}"
+        context = playwright_driver.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-offline-profile")), executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--proxy-server={proxy}"], headless=True, viewport=VIEWPORT)
+        yield context
+        context.close()
+
+
 # ------------------------------------------------------------------ JupyterLab
+
+@contextlib.contextmanager
+def timed(phases: dict, name: str):
+    """Add the seconds the ``with`` block takes to ``phases[name]``."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.monotonic() - started
+
+
+def _phases(phases: dict) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in phases.items()) or "-"
+
 
 @dataclass
 class NotebookReport:
@@ -133,10 +179,12 @@ class NotebookReport:
     screenshot: str = ""
     console_errors: list[str] = field(default_factory=list)
     after: object = None  # what ``run(..., after=...)`` returned (e.g. a SlidesReport)
+    phases: dict = field(default_factory=dict)  # seconds per step (``timed``): where the time goes
 
     def summary(self) -> str:
         lines = [f"{self.path}: {len(self.problems)} problem(s) after {self.seconds:.1f} s; counts {self.counts}; "
                  f"interaction: {self.interaction}; screenshot {self.screenshot}"]
+        lines.append(f"  seconds: {_phases(self.phases)}")
         lines += [f"  - {p}" for p in self.problems]
         if self.console_errors:
             lines.append("  browser console errors (context):")
@@ -149,6 +197,39 @@ class Lab:
 
     def __init__(self, url: str, token: str, root: Path, context):
         self.url, self.token, self.root, self.context = url, token, root, context
+        self._page = None
+        self._load_errors: list[str] = []
+
+    def page(self):
+        """The rig's JupyterLab page: loaded on first use, then every notebook opens and closes in
+        it (loading JupyterLab takes seconds; opening a notebook in it, a fraction of that)."""
+        if self._page is None or self._page.is_closed():
+            page = self.context.new_page()
+            errors = self._load_errors = []
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+            try:
+                page.goto(f"{self.url}/lab?reset&token={self.token}", wait_until="domcontentloaded")
+                page.wait_for_function("() => window.jupyterapp", timeout=LAB_START_TIMEOUT_S * 1000)
+                page.evaluate("async () => { await window.jupyterapp.restored; return true; }")
+            except BaseException:
+                page.close()
+                raise
+            self._page = page
+        return self._page
+
+    def take_load_errors(self) -> list[str]:
+        """The console errors of the page's load (once: the first notebook's report shows them)."""
+        errors = list(self._load_errors)
+        self._load_errors.clear()
+        return errors
+
+    def discard_page(self) -> None:
+        """Close the page (after a failure it may hold a dialog or a half-open notebook): the
+        next notebook gets a freshly loaded one."""
+        if self._page is not None and not self._page.is_closed():
+            self._page.close()
+        self._page = None
 
     def run(self, relpath: str, screenshot: Path | None = None, interact: bool = True,
             settle: float = RENDER_SETTLE_S, after=None) -> NotebookReport:
@@ -346,6 +427,9 @@ CHECK_JS = "(path) => {" + _PANEL + """
       }
     }
   });
+  // A renderer that throws while the notebook loads stops JupyterLab adding the cells after it.
+  if (panel.content.widgets.length !== panel.content.model.cells.length)
+    problems.push(`only ${panel.content.widgets.length} of ${panel.content.model.cells.length} cells rendered`);
   const nb = panel.content.node;
   nb.querySelectorAll('.js-plotly-plot').forEach((gd, k) => {
     if (!shown(gd)) return;
@@ -381,6 +465,17 @@ SCROLL_JS = "(path) => {" + _PANEL + """
   return {scroll: Math.min(outer.scrollHeight, Math.max(bottom, outer.clientHeight)), client: outer.clientHeight};
 }"""
 
+#: The notebook's scroll size and each figure's box, after the next animation frame (lumino
+#: lays out on frames): unchanged over a while, the page has settled after a resize.
+LAYOUT_JS = "(path) => new Promise(done => requestAnimationFrame(() => {" + _PANEL + """
+  const outer = panel.content.node.querySelector('.jp-WindowedPanel-outer') || panel.content.node;
+  const boxes = [...panel.content.node.querySelectorAll('.js-plotly-plot')].map(gd => {
+    const r = gd.getBoundingClientRect();
+    return [Math.round(r.top), Math.round(r.width), Math.round(r.height)];
+  });
+  done(JSON.stringify([outer.scrollHeight, outer.clientHeight, boxes]));
+}))"""
+
 RERUN_TO_JS = "([path, index]) => {" + _PANEL + """
   app.shell.activateById(panel.id);
   return app.commands.execute('notebook:clear-all-cell-outputs').then(() => {
@@ -401,9 +496,34 @@ CELL_DONE_JS = "([path, index]) => {" + _PANEL + """
   return errors ? 'stopped by an error' : false;
 }"""
 
-SHUTDOWN_JS = "async (path) => {" + _PANEL + """
-  if (panel) await panel.sessionContext.shutdown();
-  return true;
+#: Open ``path`` as a double-click in the file browser does, wait for its model, make it the
+#: current tab. ``kernel`` false: open it without starting a kernel (an executed notebook whose
+#: saved outputs are only looked at). JupyterLab 4 keeps the Notebook factory's "start a kernel"
+#: in ``_preferKernel``; should that be renamed, a kernel simply starts as it used to.
+OPEN_JS = """async ([path, kernel]) => {
+  const app = window.jupyterapp;
+  const factory = app.docRegistry.getWidgetFactory('Notebook');
+  const prefer = factory._preferKernel;
+  if (!kernel && typeof prefer === 'boolean') factory._preferKernel = false;
+  try {
+    const panel = await app.commands.execute('docmanager:open', {path, factory: 'Notebook'});
+    await panel.context.ready;
+    app.shell.activateById(panel.id);
+    return true;
+  } finally {
+    if (typeof prefer === 'boolean') factory._preferKernel = prefer;
+  }
+}"""
+
+#: Shut the notebook's kernel down and close its tab without the "save changes?" dialog (the
+#: rig never saves); false if a dialog is still open (the page is then not reused).
+CLOSE_JS = "async (path) => {" + _PANEL + """
+  if (panel) {
+    if (panel.sessionContext.session) await panel.sessionContext.shutdown();
+    panel.dispose();
+    await new Promise(done => setTimeout(done, 100));  // what the closing logs, before the next notebook listens
+  }
+  return !document.querySelector('.jp-Dialog');
 }"""
 
 
@@ -439,7 +559,8 @@ def _run_all(page) -> str:
 
 
 def _wait_executed(page, path: str) -> dict:
-    """Until the kernel is idle, no cell is pending ([*]) and something ran, twice in a row."""
+    """Until the kernel is idle, no cell is pending ([*]) and something ran, in four polls in a
+    row over 0.75 s (the kernel is briefly idle between two cells)."""
     state: dict = {}
     settled = 0
     deadline = time.monotonic() + EXECUTION_TIMEOUT_S
@@ -450,20 +571,27 @@ def _wait_executed(page, path: str) -> dict:
         done = (state.get("stage") == "idle" and state.get("pending") == 0
                 and (state.get("executed") or state.get("errors") or not state.get("cells")))
         settled = settled + 1 if done else 0
-        if settled >= 3:
+        if settled >= 4:
             return state
-        time.sleep(0.5)
+        time.sleep(0.25)
     raise AssertionError(f"{path}: cells still running after {EXECUTION_TIMEOUT_S} s (last state {state})")
 
 
+#: Problems that waiting cannot fix: they are in the notebook's model (the cells ran, or not, and
+#: kept their outputs), or ipywidgets said so ("model not found" is shown only once its manager
+#: has restored every model it will ever have).
+FINAL_PROBLEM = re.compile(r": error output |: traceback on stderr: |: not executed$|Error displaying widget")
+
+
 def _check(page, path: str, settle: float = RENDER_SETTLE_S) -> dict:
-    """The rendering check, repeated until it passes or ``settle`` seconds pass (widgets render async)."""
+    """The rendering check, repeated until it passes, or only problems that waiting cannot fix
+    (``FINAL_PROBLEM``) are left, or ``settle`` seconds pass (widgets and figures render async)."""
     result: dict = {}
 
     def ok():
         nonlocal result
         result = page.evaluate(CHECK_JS, path)
-        return not result["problems"]
+        return all(FINAL_PROBLEM.search(p) for p in result["problems"])
 
     _poll(ok, settle, 0.5)
     return result
@@ -560,21 +688,62 @@ def _interact_fresh(page, path: str, index: int) -> str:
     return _interact(page, path)
 
 
+def _wait_layout(page, path: str, timeout: float = 3.0) -> None:
+    """Until the notebook's size and every figure's box are the same over two frames 0.2 s apart."""
+    last = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        layout = page.evaluate(LAYOUT_JS, path)
+        if layout == last:
+            return
+        last = layout
+        time.sleep(0.2)
+
+
 def _screenshot(page, path: str, target: Path) -> str:
     """One tall screenshot of the whole notebook (the viewport grows to the notebook's height)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     size = page.evaluate(SCROLL_JS, path)
     height = min(VIEWPORT["height"] + max(0, size["scroll"] - size["client"]), MAX_SCREENSHOT_HEIGHT)
     page.set_viewport_size({"width": VIEWPORT["width"], "height": int(height)})
-    time.sleep(1.0)  # lumino and plotly re-layout on resize
+    _wait_layout(page, path)  # lumino and plotly re-layout on resize
     page.evaluate(SCROLL_JS, path)
     page.screenshot(path=str(target))
     page.set_viewport_size(VIEWPORT)
     return str(target)
 
 
-def _lab_url(lab: Lab, path: str) -> str:
-    return f"{lab.url}/lab/tree/{urllib.parse.quote(path)}?reset&token={lab.token}"
+@contextlib.contextmanager
+def _opened(lab: Lab, report: NotebookReport, path: str, kernel: bool):
+    """``path`` open in the rig's JupyterLab page (its console errors go to ``report``) for the
+    ``with`` block; then its kernel is shut down and its tab closed. After an error the page is
+    dropped, so that what went wrong cannot leak into the next notebook."""
+    with timed(report.phases, "open"):
+        page = lab.page()
+        report.console_errors += lab.take_load_errors()
+        on_console = lambda m: m.type == "error" and report.console_errors.append(m.text)  # noqa: E731
+        on_error = lambda e: report.console_errors.append(f"page error: {e}")  # noqa: E731
+        page.on("console", on_console)
+        page.on("pageerror", on_error)
+    reusable = False
+    try:
+        with timed(report.phases, "open"):
+            page.evaluate(OPEN_JS, [path, kernel])
+        yield page
+        reusable = True
+    finally:
+        if not page.is_closed():
+            # Closing is the rig's doing (it used to close the whole page): what the notebook's
+            # extensions log while it goes is not the notebook's.
+            page.remove_listener("console", on_console)
+            page.remove_listener("pageerror", on_error)
+        try:
+            with timed(report.phases, "close"):
+                reusable = page.evaluate(CLOSE_JS, path) and reusable
+        except Exception:  # noqa: BLE001 - the page may be gone; the server shuts kernels down at the end anyway
+            reusable = False
+        if not reusable:
+            lab.discard_page()
 
 
 def run_notebook(lab: Lab, path: str, screenshot: Path | None = None, interact: bool = True,
@@ -583,68 +752,64 @@ def run_notebook(lab: Lab, path: str, screenshot: Path | None = None, interact: 
     then ``after(page, path)`` (its result in ``report.after``) while the kernel still runs."""
     report = NotebookReport(path)
     started = time.monotonic()
-    page = lab.context.new_page()
-    page.on("console", lambda m: m.type == "error" and report.console_errors.append(m.text))
-    page.on("pageerror", lambda e: report.console_errors.append(f"page error: {e}"))
     try:
-        page.goto(_lab_url(lab, path), wait_until="domcontentloaded")
-        _wait_kernel_ready(page, path)
-        page.evaluate(SCROLL_JS, path)
-        _run_all(page)
-        _wait_executed(page, path)
-        result = _check(page, path, settle)
-        report.problems, report.counts = list(result["problems"]), dict(result["counts"])
-        if interact and result["interactive"]:
-            report.interaction = _interact(page, path)
-            recheck = page.evaluate(CHECK_JS, path)  # a callback must not break anything either
-            report.problems += [p for p in recheck["problems"] if p not in report.problems]
-        if screenshot is not None:
-            report.screenshot = _screenshot(page, path, screenshot)
-        if interact and result["interactive"] and not report.interaction.startswith("updated"):
-            # The notebook's last cells may have stopped what the widget drives: re-run up to
-            # the widget's cell on a fresh kernel and try again.
-            first, index = report.interaction, result["interactive"][0]
-            report.interaction = f"{_interact_fresh(page, path, index)} [re-ran up to cell {index}; " \
-                                 f"right after Run All: {first}]"
-            recheck = page.evaluate(CHECK_JS, path)
-            report.problems += [p for p in recheck["problems"]
-                                if p not in report.problems and "not executed" not in p]
-        if after is not None:
-            report.after = after(page, path)
+        with _opened(lab, report, path, kernel=True) as page:
+            with timed(report.phases, "kernel"):
+                _wait_kernel_ready(page, path)
+            page.evaluate(SCROLL_JS, path)
+            with timed(report.phases, "run"):
+                _run_all(page)
+                _wait_executed(page, path)
+            with timed(report.phases, "check"):
+                result = _check(page, path, settle)
+            report.problems, report.counts = list(result["problems"]), dict(result["counts"])
+            if interact and result["interactive"]:
+                with timed(report.phases, "interact"):
+                    report.interaction = _interact(page, path)
+                recheck = page.evaluate(CHECK_JS, path)  # a callback must not break anything either
+                report.problems += [p for p in recheck["problems"] if p not in report.problems]
+            if screenshot is not None:
+                with timed(report.phases, "screenshot"):
+                    report.screenshot = _screenshot(page, path, screenshot)
+            if interact and result["interactive"] and not report.interaction.startswith("updated"):
+                # The notebook's last cells may have stopped what the widget drives: re-run up to
+                # the widget's cell on a fresh kernel and try again.
+                first, index = report.interaction, result["interactive"][0]
+                with timed(report.phases, "interact"):
+                    report.interaction = f"{_interact_fresh(page, path, index)} [re-ran up to cell {index}; " \
+                                         f"right after Run All: {first}]"
+                recheck = page.evaluate(CHECK_JS, path)
+                report.problems += [p for p in recheck["problems"]
+                                    if p not in report.problems and "not executed" not in p]
+            if after is not None:
+                with timed(report.phases, "after"):
+                    report.after = after(page, path)
     finally:
-        try:
-            page.evaluate(SHUTDOWN_JS, path)
-        except Exception:  # noqa: BLE001 - the page may be gone; the server shuts kernels down at the end anyway
-            pass
-        page.close()
         report.seconds = time.monotonic() - started
     return report
 
 
 def open_notebook(lab: Lab, path: str, screenshot: Path | None = None,
                   settle: float = RENDER_SETTLE_S) -> NotebookReport:
-    """Open an EXECUTED notebook at ``path`` (relative to the lab root) without running it and
+    """Open an EXECUTED notebook at ``path`` (relative to the lab root) without running it, and
+    without a kernel (nothing here needs one: the widgets render from the saved widget state), and
     check what its saved outputs render: every code cell ran, no error output, every plotly
     figure drawn, every widget drawn from the saved widget state."""
     report = NotebookReport(path, interaction="not tried: an executed notebook (no live kernel behind its widgets)")
     started = time.monotonic()
-    page = lab.context.new_page()
-    page.on("console", lambda m: m.type == "error" and report.console_errors.append(m.text))
-    page.on("pageerror", lambda e: report.console_errors.append(f"page error: {e}"))
     try:
-        page.goto(_lab_url(lab, path), wait_until="domcontentloaded")
-        _wait_kernel_ready(page, path)
-        page.evaluate(SCROLL_JS, path)
-        result = _check(page, path, settle)
-        report.problems, report.counts = list(result["problems"]), dict(result["counts"])
-        if screenshot is not None:
-            report.screenshot = _screenshot(page, path, screenshot)
+        with _opened(lab, report, path, kernel=False) as page:
+            dialog = page.evaluate(STATE_JS, path).get("dialog")
+            if dialog:
+                raise AssertionError(f"{path}: JupyterLab shows a dialog instead of the notebook: {dialog[:300]}")
+            page.evaluate(SCROLL_JS, path)
+            with timed(report.phases, "check"):
+                result = _check(page, path, settle)
+            report.problems, report.counts = list(result["problems"]), dict(result["counts"])
+            if screenshot is not None:
+                with timed(report.phases, "screenshot"):
+                    report.screenshot = _screenshot(page, path, screenshot)
     finally:
-        try:
-            page.evaluate(SHUTDOWN_JS, path)
-        except Exception:  # noqa: BLE001 - the page may be gone; the server shuts kernels down at the end anyway
-            pass
-        page.close()
         report.seconds = time.monotonic() - started
     return report
 
@@ -667,8 +832,10 @@ OPEN_SLIDES_JS = "async (path) => {" + _PANEL + """
 #: The slide on screen: the innermost section.present, and the plotly outputs in it that the
 #: audience can see (not in a fragment still hidden): "plot" when plotly drew it, "image"
 #: when the renderer shows the PNG that JupyterLab saved with the output (jupyterlab-plotly
-#: draws the live plot only once its output is re-run inside RISE).
+#: draws the live plot only once its output is re-run inside RISE); how many plotly outputs the
+#: slide holds, shown or not; and where the presenter is (slide and fragments shown).
 SLIDE_STATE_JS = """() => {
+  const PLOTLY_OUTPUT = '.jp-RenderedPlotly, [data-mime-type="application/vnd.plotly.v1+json"]';
   const all = [...document.querySelectorAll('.reveal .slides section')];
   const present = all.filter(s => s.classList.contains('present') && !s.querySelector('section.present'));
   const slide = present[present.length - 1];
@@ -683,7 +850,9 @@ SLIDE_STATE_JS = """() => {
   const horizontal = [...document.querySelectorAll('.reveal .slides > section')];
   return {sections: all.length, horizontal: horizontal.length,
           index: slide ? horizontal.findIndex(h => h === slide || h.contains(slide)) : -1,
-          text: slide ? slide.innerText.trim().split('\\n')[0].slice(0, 80) : '', figures};
+          text: slide ? slide.innerText.trim().split('\\n')[0].slice(0, 80) : '', figures,
+          outputs: slide ? slide.querySelectorAll(PLOTLY_OUTPUT).length : 0,
+          position: `${all.indexOf(slide)}/${document.querySelectorAll('.reveal .fragment.visible').length}`};
 }"""
 
 #: One cell's state in RISE: its prompt, whether it shows an error, its live plot's size.
@@ -716,12 +885,14 @@ class SlidesReport:
     problems: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     screenshot: str = ""
+    phases: dict = field(default_factory=dict)  # seconds per step (``timed``)
 
     def summary(self) -> str:
         lines = [f"slides at {self.url}: {self.slides} slides; after {self.steps} step(s) slide {self.figure_slide} "
                  f"({self.figure_slide_text!r}) shows cell {self.figure_cell}'s figure as a {self.figure_kind or '-'} "
                  f"of {self.figure_size[0]:.0f}x{self.figure_size[1]:.0f} px; re-run from the slide: {self.rerun} "
-                 f"({self.rerun_size[0]:.0f}x{self.rerun_size[1]:.0f} px); screenshot {self.screenshot}"]
+                 f"({self.rerun_size[0]:.0f}x{self.rerun_size[1]:.0f} px); screenshot {self.screenshot}",
+                 f"  seconds: {_phases(self.phases)}"]
         lines += [f"  - {p}" for p in self.problems]
         lines += [f"  console: {e[:200]}" for e in self.console_errors[:8]]
         return "\n".join(lines)
@@ -731,65 +902,87 @@ def _shown(figure: dict) -> bool:
     return figure["kind"] in ("plot", "image") and figure["width"] > 0 and figure["height"] > 0
 
 
+def _step_to_a_figure(slides, report: SlidesReport) -> None:
+    """Press space (the next fragment or slide, as a presenter does) until a slide shows a plotly
+    figure; note it (or the problem) in ``report``."""
+
+    def figure_shown() -> dict | None:
+        state = slides.evaluate(SLIDE_STATE_JS)
+        return state if any(_shown(f) for f in state["figures"]) else None
+
+    state: dict = {}
+    for step in range(MAX_SLIDE_STEPS):
+        # A figure may take a moment to show (a fragment fading in, an image decoding); a slide
+        # with no plotly output at all cannot show one, so the presenter moves on at once.
+        state = slides.evaluate(SLIDE_STATE_JS)
+        if state["outputs"]:
+            state = _poll(figure_shown, 1.0, 0.25) or slides.evaluate(SLIDE_STATE_JS)
+        report.slides, report.steps = state["horizontal"], step
+        shown = [f for f in state["figures"] if _shown(f)]
+        if shown:
+            report.figure_slide, report.figure_slide_text = state["index"], state["text"]
+            report.figure_cell, report.figure_kind = shown[0]["cell"], shown[0]["kind"]
+            report.figure_size = (shown[0]["width"], shown[0]["height"])
+            return
+        slides.keyboard.press("Space")
+        # until RISE has moved on (a slide or a fragment further; at the end it cannot)
+        at = state["position"]
+        _poll(lambda: slides.evaluate(SLIDE_STATE_JS)["position"] != at, 1.0, 0.05)  # noqa: B023 - called here
+    report.problems.append(f"no slide showed a plotly figure after {MAX_SLIDE_STEPS} steps "
+                           f"(last: slide {state.get('index')} of {state.get('horizontal')})")
+
+
+def _rerun_the_figure(slides, report: SlidesReport) -> None:
+    """Run the figure's cell from its slide (Ctrl+Enter), as a teacher runs a demo live, and wait
+    for plotly to draw it; note the outcome (or the problem) in ``report``."""
+    before = slides.evaluate(SLIDE_CELL_JS, report.figure_cell)["prompt"]
+    slides.locator(".jp-Notebook .jp-Cell").nth(report.figure_cell).locator(".jp-InputPrompt").click()
+    slides.keyboard.press("Control+Enter")  # notebook:run-cell: run it, stay on the slide
+
+    def redrawn() -> dict | None:
+        cell = slides.evaluate(SLIDE_CELL_JS, report.figure_cell)
+        ran = cell["prompt"] not in (before, "[*]:")
+        return cell if ran and (cell["error"] or (cell["drawn"] and cell["width"] > 0)) else None
+
+    cell = _poll(redrawn, INTERACTION_TIMEOUT_S, 0.5) or slides.evaluate(SLIDE_CELL_JS, report.figure_cell)
+    report.rerun_size = (cell["width"], cell["height"])
+    if cell["error"]:
+        report.rerun = f"failed: {cell['error']}"
+    elif cell["drawn"] and cell["width"] > 0 and cell["height"] > 0:
+        report.rerun = f"plotly drew the figure live (prompt {before} -> {cell['prompt']})"
+    else:
+        report.rerun = f"no live plot within {INTERACTION_TIMEOUT_S} s (prompt {before} -> {cell['prompt']})"
+    if not report.rerun.startswith("plotly drew"):
+        report.problems.append(f"running the figure's cell from the slide: {report.rerun}")
+
+
 def present_as_slides(lab: Lab, page, path: str, screenshot: Path | None = None) -> SlidesReport:
     """Enter RISE slide mode from the notebook open in ``page`` (its kernel still running),
     step through the slides (space: the next fragment or slide, as a presenter does) until one
     shows a plotly figure, then run that figure's cell from the slide (Ctrl+Enter), as a
     teacher runs a demo live, and wait for plotly to draw it."""
     report = SlidesReport()
-    with lab.context.expect_page(timeout=SLIDES_TIMEOUT_S * 1000) as opened:
+    with timed(report.phases, "open"), lab.context.expect_page(timeout=SLIDES_TIMEOUT_S * 1000) as opened:
         page.evaluate(OPEN_SLIDES_JS, path)
     slides = opened.value
     slides.on("console", lambda m: m.type == "error" and report.console_errors.append(m.text))
     slides.on("pageerror", lambda e: report.console_errors.append(f"page error: {e}"))
     try:
         report.url = slides.url.split("?")[0]
-        slides.wait_for_selector(".reveal .slides section", timeout=SLIDES_TIMEOUT_S * 1000)
-        if not _poll(lambda: slides.evaluate(SLIDE_STATE_JS)["index"] >= 0, SLIDES_TIMEOUT_S, 0.5):
-            raise AssertionError(f"RISE showed no slide within {SLIDES_TIMEOUT_S} s at {report.url}")
-        time.sleep(1.0)  # let RISE settle on the first slide
-
-        def figure_shown() -> dict | None:
-            state = slides.evaluate(SLIDE_STATE_JS)
-            return state if any(_shown(f) for f in state["figures"]) else None
-
-        state: dict = {}
-        for step in range(MAX_SLIDE_STEPS):
-            state = _poll(figure_shown, 1.0, 0.25) or slides.evaluate(SLIDE_STATE_JS)
-            report.slides, report.steps = state["horizontal"], step
-            shown = [f for f in state["figures"] if _shown(f)]
-            if shown:
-                report.figure_slide, report.figure_slide_text = state["index"], state["text"]
-                report.figure_cell, report.figure_kind = shown[0]["cell"], shown[0]["kind"]
-                report.figure_size = (shown[0]["width"], shown[0]["height"])
-                break
-            slides.keyboard.press("Space")
-        else:
-            report.problems.append(f"no slide showed a plotly figure after {MAX_SLIDE_STEPS} steps "
-                                   f"(last: slide {state.get('index')} of {state.get('horizontal')})")
+        with timed(report.phases, "open"):
+            slides.wait_for_selector(".reveal .slides section", timeout=SLIDES_TIMEOUT_S * 1000)
+            if not _poll(lambda: slides.evaluate(SLIDE_STATE_JS)["index"] >= 0, SLIDES_TIMEOUT_S, 0.5):
+                raise AssertionError(f"RISE showed no slide within {SLIDES_TIMEOUT_S} s at {report.url}")
+            time.sleep(1.0)  # let RISE settle on the first slide
+        with timed(report.phases, "steps"):
+            _step_to_a_figure(slides, report)
         if report.figure_cell >= 0:
-            before = slides.evaluate(SLIDE_CELL_JS, report.figure_cell)["prompt"]
-            slides.locator(".jp-Notebook .jp-Cell").nth(report.figure_cell).locator(".jp-InputPrompt").click()
-            slides.keyboard.press("Control+Enter")  # notebook:run-cell: run it, stay on the slide
-
-            def redrawn() -> dict | None:
-                cell = slides.evaluate(SLIDE_CELL_JS, report.figure_cell)
-                ran = cell["prompt"] not in (before, "[*]:")
-                return cell if ran and (cell["error"] or (cell["drawn"] and cell["width"] > 0)) else None
-
-            cell = _poll(redrawn, INTERACTION_TIMEOUT_S, 0.5) or slides.evaluate(SLIDE_CELL_JS, report.figure_cell)
-            report.rerun_size = (cell["width"], cell["height"])
-            if cell["error"]:
-                report.rerun = f"failed: {cell['error']}"
-            elif cell["drawn"] and cell["width"] > 0 and cell["height"] > 0:
-                report.rerun = f"plotly drew the figure live (prompt {before} -> {cell['prompt']})"
-            else:
-                report.rerun = f"no live plot within {INTERACTION_TIMEOUT_S} s (prompt {before} -> {cell['prompt']})"
-            if not report.rerun.startswith("plotly drew"):
-                report.problems.append(f"running the figure's cell from the slide: {report.rerun}")
+            with timed(report.phases, "rerun"):
+                _rerun_the_figure(slides, report)
         if screenshot is not None:
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            slides.screenshot(path=str(screenshot))
+            with timed(report.phases, "screenshot"):
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                slides.screenshot(path=str(screenshot))
             report.screenshot = str(screenshot)
     finally:
         slides.close()

@@ -8,14 +8,16 @@ moving the slider of its widget changes that widget's figure; then the teacher's
 running that figure's cell from the slide so that plotly draws it live.
 
 The other lessons are checked from their EXECUTED copies (the session's ``learner_run``, so
-each notebook is executed once per CI run): opened in JupyterLab without running, their
-saved outputs must render the same way (figures, widgets from the saved widget state, no
-error output). One screenshot per lesson in build/screenshots/.
+each notebook is executed once per CI run): opened in JupyterLab without running (no kernel
+starts), their saved outputs must render the same way (figures, widgets from the saved widget
+state, no error output). One screenshot per lesson in build/screenshots/. All of them open in
+one JupyterLab page, one after the other (conftest.py: ``lab.page()``).
 
 The fixture tests prove the checker can fail: tests/browser/fixtures/ holds a notebook
 that renders (and whose slider redraws its figure), one whose plotly figure cannot
 render, one whose widget view points to a model that does not exist, and one with a
-cell that raises.
+cell that raises; and a hand-made executed notebook shows that ``lab.open`` (no kernel)
+fails an error output and a figure that breaks the notebook's rendering.
 
 Run: ``python -m pytest tests/browser -m browser`` (the rig lives in conftest.py).
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +94,33 @@ def test_executed_lesson_renders_in_the_browser(lab, executed, notebook):
     print(report.summary())
     assert Path(report.screenshot).stat().st_size > 10_000, report.summary()
     assert_renders(report, live=False)
+
+
+def _saved_broken_notebook() -> nbformat.NotebookNode:
+    """An executed notebook as saved, whose outputs show an error and a plotly figure whose layout
+    is not an object (its renderer throws while the notebook loads)."""
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells.append(nbformat.v4.new_code_cell("print('fine')", execution_count=1, outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="fine\n")]))
+    nb.cells.append(nbformat.v4.new_code_cell("boom()", execution_count=2, outputs=[
+        nbformat.v4.new_output("error", ename="ValueError", evalue="saved boom", traceback=["ValueError: boom"])]))
+    nb.cells.append(nbformat.v4.new_code_cell("figure()", execution_count=3, outputs=[
+        nbformat.v4.new_output("display_data", data={"application/vnd.plotly.v1+json": {"data": [], "layout": 42}})]))
+    return nb
+
+
+def test_checker_fails_an_executed_notebook_whose_outputs_do_not_render(lab, tmp_path):
+    """``lab.open`` (no kernel) fails an executed notebook with an error output and a figure
+    that breaks the notebook's rendering."""
+    nbformat.write(_saved_broken_notebook(), tmp_path / "broken.ipynb")
+    lab.add(tmp_path, "executed-broken")
+    report = lab.open("executed-broken/broken.ipynb", settle=5)
+    print(report.summary())
+    assert "cell 1 output 0: error output ValueError: saved boom" in report.problems, report.summary()
+    assert "only 2 of 3 cells rendered" in report.problems, report.summary()
+    with pytest.raises(AssertionError, match="error output ValueError"):
+        assert_renders(report, live=False)
 
 
 def test_checker_passes_a_notebook_whose_figure_and_slider_work(lab):

@@ -5,9 +5,16 @@ The site is built (``helpers.tooling.site``) from the session's executed noteboo
 opened: each plotly figure is drawn with a non-zero size, the console shows no error, no
 request leaves 127.0.0.1 (the site works offline), and axe-core (axe-playwright-python) finds
 no serious or critical accessibility violation. Sphinx's search answers a query without a network.
+
+The browser is ``offline_browser_context`` (conftest.py): it cannot reach anything but
+127.0.0.1 and keeps its HTTP cache, and each page records every request that tried to leave.
+``PARALLEL_PAGES`` pages are checked at once (each has its own renderer process, and axe takes
+seconds per page). A hand-made page proves the check fails on each thing it looks for.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import http.server
 import threading
@@ -25,6 +32,7 @@ REPO, REF, HUB = "https://github.com/example/async-events", "main", "https://hub
 BLOCKING = ("serious", "critical")
 FIGURES_TIMEOUT_S = 30
 SEARCH_TIMEOUT_S = 20
+PARALLEL_PAGES = 3
 
 # The first test to use ``learner_run`` waits for the whole learners' pass (minutes).
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(3600)]
@@ -41,10 +49,42 @@ FIGURES_JS = """() => {
   return {boxes: boxes.length, drawn: drawn.length};
 }"""
 
+#: Start axe in the page and return at once (the caller collects ``window.__courseAxe`` later),
+#: so that several pages' renderers run axe at the same time.
+AXE_START_JS = "(options) => { window.__courseAxe = axe.run(options); return true; }"
+AXE_RESULT_JS = "() => window.__courseAxe.then(results => results.violations)"
+
+#: A page with one of each thing the check must catch: requests leaving 127.0.0.1 (a script
+#: from a CDN, an image from an IP literal, a fetch), a figure box plotly never draws, a
+#: console error, and an image without alternative text (axe: image-alt, critical).
+BAD_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>A page that breaks every rule</title>
+<script src="https://cdn.example.org/plotly.min.js"></script></head>
+<body><main><h1>Broken</h1>
+<div class="course-plotly"><div class="course-plotly-plot"></div></div>
+<img src="http://192.0.2.1/pixel.png">
+<script>console.error("the check must see this"); fetch("https://api.example.org/data").catch(() => {});</script>
+</main></body></html>
+"""
+
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
+
+
+@contextlib.contextmanager
+def _serve(folder: Path):
+    """``folder`` served on http://127.0.0.1:<free port> (yielded) while the block runs."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, name="course-site-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +93,8 @@ def served_site(executed_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("course-site") / "site"
     result = site.build(executed_dir, out, repo=REPO, ref=REF, hub=HUB)
     print(result.summary())
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(out)))
-    thread = threading.Thread(target=server.serve_forever, name="course-site-server", daemon=True)
-    thread.start()
-    try:
-        yield result, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with _serve(out) as base:
+        yield result, base
 
 
 def _pages(result) -> list[str]:
@@ -73,72 +106,128 @@ def _pages(result) -> list[str]:
 
 
 def _open(context, url: str, base: str, seen: dict):
-    """A new page that records console errors and blocks (and records) requests leaving ``base``."""
+    """A new page that records console errors, and every request leaving ``base`` (the offline
+    browser fails them) with how it failed."""
     page = context.new_page()
-    seen.update(console=[], remote=[])
+    seen.update(console=[], remote=[], failed={})
     page.on("console", lambda m: m.type == "error" and seen["console"].append(m.text))
     page.on("pageerror", lambda e: seen["console"].append(f"page error: {e}"))
-
-    def route(r):
-        if r.request.url.startswith(base + "/") or r.request.url.startswith("data:"):
-            r.continue_()
-        else:
-            seen["remote"].append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
+    leaves = lambda url: not (url.startswith(base + "/") or url.startswith("data:"))  # noqa: E731
+    page.on("request", lambda r: leaves(r.url) and seen["remote"].append(r.url))
+    page.on("requestfailed", lambda r: leaves(r.url) and seen["failed"].update({r.url: r.failure}))
     page.goto(url, wait_until="load")
     return page
 
 
-def test_every_page_renders_offline_and_accessibly(served_site, browser_context):
-    from axe_playwright_python.sync_playwright import Axe
+def _start(context, base: str, rel: str, axe_script: str, figures_timeout: float) -> dict:
+    """Open one page, wait for its figures, note its console, and start axe in it."""
+    from axe_playwright_python.sync_playwright import DEFAULT_OPTIONS
 
-    result, base = served_site
-    axe, problems, lines = Axe(), [], []
-    for rel in _pages(result):
-        assert (result.out / rel).is_file(), f"{rel} was not built"
-        seen: dict = {}
-        started = time.monotonic()
-        page = _open(browser_context, f"{base}/{urllib.parse.quote(rel)}", base, seen)
-        try:
-            figures = {}
-            deadline = time.monotonic() + FIGURES_TIMEOUT_S
-            while time.monotonic() < deadline:
-                figures = page.evaluate(FIGURES_JS)
-                if figures["drawn"] == figures["boxes"]:
-                    break
-                time.sleep(0.25)
-            console = list(seen["console"])  # before axe, which re-fetches stylesheets by itself
-            violations = axe.run(page).response["violations"]
-            shot = SCREENSHOTS / (rel.replace("/", "_").replace(".html", ".png"))
+    check = {"rel": rel, "seen": {}, "started": time.monotonic()}
+    page = check["page"] = _open(context, f"{base}/{urllib.parse.quote(rel)}", base, check["seen"])
+    try:
+        deadline = time.monotonic() + figures_timeout
+        while True:
+            check["figures"] = page.evaluate(FIGURES_JS)
+            if check["figures"]["drawn"] == check["figures"]["boxes"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        check["console"] = list(check["seen"]["console"])  # before axe, which re-fetches stylesheets by itself
+        page.evaluate(axe_script)
+        page.evaluate(AXE_START_JS, DEFAULT_OPTIONS)
+    except BaseException:
+        page.close()
+        raise
+    return check
+
+
+def _finish(check: dict, screenshots: Path | None, problems: list[str], lines: list[str]) -> None:
+    """Collect one page's axe results, screenshot it, close it; add what it found."""
+    rel, page, seen, figures = check["rel"], check["page"], check["seen"], check["figures"]
+    try:
+        violations = page.evaluate(AXE_RESULT_JS)
+        if screenshots is not None:
+            shot = screenshots / (rel.replace("/", "_").replace(".html", ".png"))
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot))
-        finally:
-            page.close()
-        impacts = {}
-        for v in violations:
-            impacts[v["impact"]] = impacts.get(v["impact"], 0) + 1
-        lines.append(f"{rel}: {figures['drawn']}/{figures['boxes']} figures drawn, axe {impacts or 'clean'}, "
-                     f"{time.monotonic() - started:.1f} s")
-        if figures["drawn"] != figures["boxes"]:
-            problems.append(f"{rel}: {figures['boxes'] - figures['drawn']} of {figures['boxes']} figures not drawn")
-        problems += [f"{rel}: console error: {e[:300]}" for e in console]
-        problems += [f"{rel}: request left 127.0.0.1: {u}" for u in seen["remote"]]
-        for v in violations:
-            if v["impact"] in BLOCKING:
-                targets = [n["target"] for n in v["nodes"][:3]]
-                problems.append(f"{rel}: axe {v['impact']} {v['id']}: {v['help']} "
-                                f"({len(v['nodes'])} nodes, e.g. {targets})")
+    finally:
+        page.close()
+    impacts = {}
+    for v in violations:
+        impacts[v["impact"]] = impacts.get(v["impact"], 0) + 1
+    lines.append(f"{rel}: {figures['drawn']}/{figures['boxes']} figures drawn, axe {impacts or 'clean'}, "
+                 f"{time.monotonic() - check['started']:.1f} s")
+    if figures["drawn"] != figures["boxes"]:
+        problems.append(f"{rel}: {figures['boxes'] - figures['drawn']} of {figures['boxes']} figures not drawn")
+    problems += [f"{rel}: console error: {e[:300]}" for e in check["console"]]
+    problems += [f"{rel}: request left 127.0.0.1: {u}" for u in seen["remote"]]
+    for v in violations:
+        if v["impact"] in BLOCKING:
+            targets = [n["target"] for n in v["nodes"][:3]]
+            problems.append(f"{rel}: axe {v['impact']} {v['id']}: {v['help']} "
+                            f"({len(v['nodes'])} nodes, e.g. {targets})")
+
+
+def check_pages(context, base: str, rels: list[str], screenshots: Path | None = SCREENSHOTS,
+                figures_timeout: float = FIGURES_TIMEOUT_S) -> tuple[list[str], list[str]]:
+    """Open every page of ``rels`` under ``base``, ``PARALLEL_PAGES`` at a time (one's axe runs
+    while the next loads); return the problems found and one line per page (its seconds, from
+    opening to closing, overlap the other pages')."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe_script, problems, lines = Axe().axe_script, [], []
+    in_flight: collections.deque = collections.deque()
+    try:
+        for rel in rels:
+            in_flight.append(_start(context, base, rel, axe_script, figures_timeout))
+            if len(in_flight) >= PARALLEL_PAGES:
+                _finish(in_flight.popleft(), screenshots, problems, lines)
+        while in_flight:
+            _finish(in_flight.popleft(), screenshots, problems, lines)
+    finally:
+        for check in in_flight:
+            check["page"].close()
+    return problems, lines
+
+
+def test_every_page_renders_offline_and_accessibly(served_site, offline_browser_context):
+    result, base = served_site
+    pages = _pages(result)
+    for rel in pages:
+        assert (result.out / rel).is_file(), f"{rel} was not built"
+    problems, lines = check_pages(offline_browser_context, base, pages)
     print("\n".join(lines))
-    assert any(r.startswith("lessons/") for r in _pages(result))
+    assert len(lines) == len(pages)
+    assert any(r.startswith("lessons/") for r in pages)
     assert not problems, "\n".join(problems + [""] + lines)
 
 
-def test_search_answers_offline(served_site, browser_context):
+def test_the_page_check_fails_what_it_must(offline_browser_context, tmp_path):
+    """The check's negative paths: a request leaving 127.0.0.1 (blocked at once, and reported), a
+    figure that is not drawn, a console error, a critical axe violation."""
+    (tmp_path / "bad.html").write_text(BAD_PAGE, encoding="utf-8")
+    with _serve(tmp_path) as base:
+        started = time.monotonic()
+        problems, lines = check_pages(offline_browser_context, base, ["bad.html"], screenshots=None,
+                                      figures_timeout=1)
+        seen: dict = {}
+        _open(offline_browser_context, f"{base}/bad.html", base, seen).close()
+    print("\n".join(problems + lines))
+    text = "\n".join(problems)
+    for url in ("https://cdn.example.org/plotly.min.js", "http://192.0.2.1/pixel.png", "https://api.example.org/data"):
+        assert f"bad.html: request left 127.0.0.1: {url}" in text, text
+    assert "bad.html: 1 of 1 figures not drawn" in text, text
+    assert "bad.html: console error: the check must see this" in text, text
+    assert "bad.html: axe critical image-alt" in text, text
+    # the offline browser failed every such request itself, without waiting for a network
+    assert set(seen["failed"]) >= {"https://cdn.example.org/plotly.min.js", "http://192.0.2.1/pixel.png"}, seen
+    assert time.monotonic() - started < 30, lines
+
+
+def test_search_answers_offline(served_site, offline_browser_context):
     result, base = served_site
     seen: dict = {}
-    page = _open(browser_context, f"{base}/search.html?q=synchronous", base, seen)
+    page = _open(offline_browser_context, f"{base}/search.html?q=synchronous", base, seen)
     try:
         page.wait_for_selector("ul.search li a", timeout=SEARCH_TIMEOUT_S * 1000)
         hits = page.eval_on_selector_all("ul.search li a", "els => els.map(e => e.getAttribute('href'))")

@@ -9,9 +9,10 @@ running that figure's cell from the slide so that plotly draws it live.
 
 The other lessons are checked from their EXECUTED copies (the session's ``learner_run``, so
 each notebook is executed once per CI run): opened in JupyterLab without running (no kernel
-starts), their saved outputs must render the same way (figures, widgets from the saved widget
-state, no error output). One screenshot per lesson in build/screenshots/. All of them open in
-one JupyterLab page, one after the other (conftest.py: ``lab.page()``).
+starts), their saved outputs must render (every cell, every figure, no error output; their
+widgets show only as text there, so widgets are checked live, here and in the fixtures).
+One screenshot per lesson in build/screenshots/. All of them open in one JupyterLab page,
+one after the other (conftest.py: ``lab.page()``).
 
 The fixture tests prove the checker can fail: tests/browser/fixtures/ holds a notebook
 that renders (and whose slider redraws its figure), one whose plotly figure cannot

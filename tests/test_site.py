@@ -190,3 +190,23 @@ def test_the_command_line_names_a_bad_option(tmp_path, capsys):
                       "--hub", "ftp://hub"]) == 2
     assert "--hub" in capsys.readouterr().err
     assert not (tmp_path / "site").exists()
+
+
+def test_every_page_has_the_course_mark_as_its_icon(built):
+    """A browser that finds no ``<link rel="icon">`` asks for /favicon.ico, which the site does
+    not have (a 404 and a console error on the first page): every page, search included, names
+    the course mark, and the file it names is there and not empty. The sidebar shows the mark
+    too, with alternative text."""
+    pages = sorted(p for p in built.out.rglob("*.html") if "_static" not in p.relative_to(built.out).parts)
+    assert built.out / "search.html" in pages and built.out / "index.html" in pages
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        icons = re.findall(r'<link rel="icon" href="([^"]+)"', text)
+        assert len(icons) == 1, f"{page.relative_to(built.out)}: icon links {icons}"
+        target = (page.parent / icons[0]).resolve()
+        assert target.is_file() and target.stat().st_size > 0, f"{page.relative_to(built.out)}: {icons[0]}"
+        assert target.name == "course-mark.svg"
+        for alt in re.findall(r'<img src="[^"]*course-mark\.svg"[^>]*\balt="([^"]*)"', text):
+            assert alt.strip(), f"{page.relative_to(built.out)}: the course mark has no alternative text"
+    index = _page(built, "index.html")
+    assert re.search(r'<img src="[^"]*course-mark\.svg"[^>]*alt="The course mark', index), "no logo in the header"

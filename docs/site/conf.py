@@ -21,6 +21,10 @@ nb_ipywidgets_js = {}
 nb_merge_streams = True
 
 html_theme = "sphinx_book_theme"
+# The course mark (an event log read by a consumer): the tab's icon on every page, so a
+# browser never asks for a /favicon.ico the site does not have, and the sidebar's logo.
+html_favicon = "course-mark.svg"
+html_logo = "course-mark.svg"
 html_static_path = ["_static"]
 html_css_files = ["course.css"]
 html_js_files = ["plotly.min.js", "course-figures.js"]
@@ -29,6 +33,7 @@ html_show_sourcelink = False
 html_last_updated_fmt = None
 html_theme_options = {
     "home_page_in_toc": True,
+    "logo": {"text": project, "alt_text": "The course mark: an event log read by a consumer"},
     "show_navbar_depth": 1,
     "use_download_button": False,
     "use_fullscreen_button": False,

@@ -3,8 +3,12 @@
 The site is built (``helpers.tooling.site``) from the session's executed notebooks
 (``learner_run`` of tests/conftest.py), served by a local http.server, and every page is
 opened: each plotly figure is drawn with a non-zero size, the console shows no error, no
-request leaves 127.0.0.1 (the site works offline), and axe-core (axe-playwright-python) finds
-no serious or critical accessibility violation. Sphinx's search answers a query without a network.
+response has a status of 400 or more, no request leaves 127.0.0.1 (the site works offline),
+and axe-core (axe-playwright-python) finds no serious or critical accessibility violation.
+Sphinx's search answers a query without a network. A failure names the URL: a console error
+with where it came from (its text names none), a response with its status. Nothing is let off,
+the page's icon included: a page is checked once the network has been quiet, since the browser
+asks for the icon after the load event.
 
 The browser is ``offline_browser_context`` (conftest.py): it cannot reach anything but
 127.0.0.1 and keeps its HTTP cache, and each page records every request that tried to leave.
@@ -17,6 +21,8 @@ import collections
 import contextlib
 import functools
 import http.server
+import re
+import shutil
 import threading
 import time
 import urllib.parse
@@ -33,6 +39,8 @@ BLOCKING = ("serious", "critical")
 FIGURES_TIMEOUT_S = 30
 SEARCH_TIMEOUT_S = 20
 PARALLEL_PAGES = 3
+QUIET_S = 0.5          # no request for this long: the page has asked for everything (its icon too)
+QUIET_TIMEOUT_S = 10
 
 # The first test to use ``learner_run`` waits for the whole learners' pass (minutes).
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(3600)]
@@ -105,18 +113,40 @@ def _pages(result) -> list[str]:
     return pages + ["search.html"]
 
 
+def _console_error(message) -> str:
+    """A console error with where it came from: "Failed to load resource" names no URL in its
+    text, only in its location."""
+    where = (message.location or {}).get("url")
+    return f"{message.text} (at {where})" if where else message.text
+
+
 def _open(context, url: str, base: str, seen: dict):
-    """A new page that records console errors, and every request leaving ``base`` (the offline
-    browser fails them) with how it failed."""
+    """A new page that records console errors (with their location), every response with a
+    status of 400 or more (with its URL), and every request leaving ``base`` (the offline
+    browser fails them) with how it failed. Nothing is filtered out: a favicon that is not
+    there fails a page like any other missing file."""
     page = context.new_page()
-    seen.update(console=[], remote=[], failed={})
-    page.on("console", lambda m: m.type == "error" and seen["console"].append(m.text))
+    seen.update(console=[], remote=[], failed={}, bad_status=[], pending=set(), last_request=time.monotonic())
+    page.on("request", lambda r: (seen["pending"].add(r), seen.update(last_request=time.monotonic())))
+    page.on("requestfinished", lambda r: seen["pending"].discard(r))
+    page.on("requestfailed", lambda r: seen["pending"].discard(r))
+    page.on("console", lambda m: m.type == "error" and seen["console"].append(_console_error(m)))
     page.on("pageerror", lambda e: seen["console"].append(f"page error: {e}"))
+    page.on("response", lambda r: r.status >= 400 and seen["bad_status"].append(f"{r.status} {r.url}"))
     leaves = lambda url: not (url.startswith(base + "/") or url.startswith("data:"))  # noqa: E731
     page.on("request", lambda r: leaves(r.url) and seen["remote"].append(r.url))
     page.on("requestfailed", lambda r: leaves(r.url) and seen["failed"].update({r.url: r.failure}))
     page.goto(url, wait_until="load")
     return page
+
+
+def _wait_quiet(page, seen: dict, quiet_s: float = QUIET_S, timeout_s: float = QUIET_TIMEOUT_S) -> None:
+    """Until the page has no request open and started none for ``quiet_s`` (at most ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not seen["pending"] and time.monotonic() - seen["last_request"] >= quiet_s:
+            return
+        page.wait_for_timeout(50)  # lets Playwright deliver the page's events meanwhile
 
 
 def _start(context, base: str, rel: str, axe_script: str, figures_timeout: float) -> dict:
@@ -132,7 +162,13 @@ def _start(context, base: str, rel: str, axe_script: str, figures_timeout: float
             if check["figures"]["drawn"] == check["figures"]["boxes"] or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
-        check["console"] = list(check["seen"]["console"])  # before axe, which re-fetches stylesheets by itself
+        # The browser asks for the page's icon (or /favicon.ico) after the load event: wait until
+        # no request is open and none started for QUIET_S, then take the console before axe,
+        # which re-fetches stylesheets by itself and resolves their @import against the page (a
+        # 404 of its own making). Playwright's "networkidle" never comes on some cached pages.
+        _wait_quiet(page, check["seen"])
+        check["console"] = list(check["seen"]["console"])
+        check["bad_status"] = list(check["seen"]["bad_status"])
         page.evaluate(axe_script)
         page.evaluate(AXE_START_JS, DEFAULT_OPTIONS)
     except BaseException:
@@ -160,6 +196,7 @@ def _finish(check: dict, screenshots: Path | None, problems: list[str], lines: l
     if figures["drawn"] != figures["boxes"]:
         problems.append(f"{rel}: {figures['boxes'] - figures['drawn']} of {figures['boxes']} figures not drawn")
     problems += [f"{rel}: console error: {e[:300]}" for e in check["console"]]
+    problems += [f"{rel}: response {r[:300]}" for r in check["bad_status"]]
     problems += [f"{rel}: request left 127.0.0.1: {u}" for u in seen["remote"]]
     for v in violations:
         if v["impact"] in BLOCKING:
@@ -222,6 +259,30 @@ def test_the_page_check_fails_what_it_must(offline_browser_context, tmp_path):
     # the offline browser failed every such request itself, without waiting for a network
     assert set(seen["failed"]) >= {"https://cdn.example.org/plotly.min.js", "http://192.0.2.1/pixel.png"}, seen
     assert time.monotonic() - started < 30, lines
+
+
+def test_a_built_page_missing_a_file_fails_the_audit_naming_the_url(served_site, offline_browser_context, tmp_path):
+    """A copy of the built site with its icon file removed and one page asking for an image that
+    is not there: the audit fails both pages and names each URL with its status. Nothing in the
+    audit lets a favicon (or any other file) off."""
+    result, _ = served_site
+    copy = tmp_path / "site"
+    shutil.copytree(result.out, copy)
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', (copy / "index.html").read_text(encoding="utf-8"))
+    assert icon, "index.html names no icon"
+    (copy / icon.group(1)).unlink()
+    search = copy / "search.html"
+    search.write_text(search.read_text(encoding="utf-8").replace(
+        "</main>", '<img src="_static/no-such-figure.png" alt="a figure that is not there"></main>', 1),
+        encoding="utf-8")
+    with _serve(copy) as base:
+        problems, lines = check_pages(offline_browser_context, base, ["index.html", "search.html"],
+                                      screenshots=None, figures_timeout=1)
+    print("\n".join(problems + lines))
+    text = "\n".join(problems)
+    assert f"index.html: response 404 {base}/{icon.group(1)}" in text, text
+    assert f"search.html: response 404 {base}/_static/no-such-figure.png" in text, text
+    assert "search.html: console error: Failed to load resource" in text and "no-such-figure.png)" in text, text
 
 
 def test_search_answers_offline(served_site, offline_browser_context):

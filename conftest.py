@@ -19,6 +19,6 @@ os.environ.setdefault("COURSE_PROGRESS_FILE", os.path.join(_STATE, "progress.jso
 def pytest_sessionfinish(session, exitstatus):
     """Stop the broker this session started (only ours: our own state directory)."""
     if os.environ.get("COURSE_STATE_DIR") == _STATE:
-        from helpers import embedded
+        from helpers.kafka import embedded
 
         embedded.stop_embedded()

@@ -1,16 +1,21 @@
-"""Preflight: is this machine ready for the course? Each check says how to fix what fails."""
+"""Preflight: is this machine ready for the course? Each check says how to fix what fails.
+
+Lesson 0 runs :func:`report`; ``python -m helpers doctor`` runs :func:`run` (a row of the CLI's
+command table), which exits non-zero naming the fix.
+"""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.metadata
 import sys
 import time
 from dataclasses import dataclass
 
-from .broker import DOCKER_ADDRESS, resolve
-from .clients import Kafka, delete_topic, read_from_start
-from .probe import BrokerUnavailable, probe
-from .wait import wait_until
+from .core.wait import wait_until
+from .kafka.broker import DOCKER_ADDRESS, resolve
+from .kafka.clients import Kafka, delete_topic, read_from_start
+from .kafka.probe import BrokerUnavailable, probe
 
 #: The learner's runtime (pyproject.toml [project] dependencies; nbval is a test tool).
 REQUIRED = ["jupyterlab", "ipywidgets", "kafka-python", "plotly", "papermill",
@@ -116,3 +121,12 @@ def main() -> int:
     print("Ready for the course." if ok else
           "Not ready: fix the FAIL lines above, then run `python -m helpers doctor` again.")
     return 0 if ok else 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``python -m helpers doctor`` takes no options."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """The CLI's entry: 0 when every check passed."""
+    return main()

@@ -47,7 +47,7 @@ LEARNER_WORKERS = max(1, int(os.environ.get("COURSE_LEARNER_RUN_WORKERS") or 2))
 @pytest.fixture(scope="session")
 def kafka():
     """The Kafka the tests use (the embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set)."""
-    from helpers import broker
+    from helpers.kafka import broker
 
     return broker.connect(quiet=True)
 
@@ -228,7 +228,7 @@ _PASS: dict[str, _LearnerPass] = {}
 
 
 def _start_learner_pass(config: pytest.Config) -> _LearnerPass:
-    from helpers import broker
+    from helpers.kafka import broker
 
     broker.connect(quiet=True)  # the session's broker first: the pass then reuses it, never races to start one
     notebooks = learner_notebooks()

@@ -1,6 +1,9 @@
 """The shape of helpers/, computed from the source (ast), as docs/architecture.md draws it:
-no import cycle; learner modules never import the lab grading (helpers.checks) or the
-course tooling (helpers.tooling); no module over 600 lines; colours only in helpers/style.py."""
+packages in an order (each imports only the packages its row of docs/architecture.md's table
+allows: core at the bottom, nothing upward); no import cycle; learner packages never import the
+lab grading (helpers.checks) or the course tooling (helpers.tooling); no import hidden in a
+string outside the listed lazy loaders; no module over 600 lines; colours only in
+helpers/core/style.py."""
 from __future__ import annotations
 
 import ast
@@ -11,8 +14,13 @@ from pathlib import Path
 import pytest
 
 HELPERS = Path(__file__).resolve().parent.parent / "helpers"
+ARCHITECTURE = HELPERS.parent / "docs" / "architecture.md"
 MAX_LINES = 600
 WINGS = ("helpers.checks", "helpers.tooling")
+#: The learner's packages, bottom first (docs/architecture.md's table gives what each may import).
+PACKAGES = ("core", "kafka", "services", "backlog", "shop", "patterns", "capstone")
+#: The lazy loaders allowed to import by name, and where the names they may load are listed.
+LAZY_LOADERS = {"helpers": "LAZY", "helpers.tooling.cli": "COMMANDS"}
 
 
 def _module_name(path: Path) -> str:
@@ -67,15 +75,69 @@ def _resolve(module: str, node: ast.Import | ast.ImportFrom) -> set[str]:
     return loaded
 
 
+def lazy_names(module: str) -> set[str]:
+    """The modules a listed lazy loader may load by name: the strings of the table
+    :data:`LAZY_LOADERS` names (a dict's values, or each ``Command(name, module, ...)``)."""
+    tree = ast.parse(SOURCES[module].read_text(encoding="utf-8"))
+    table = LAZY_LOADERS[module]
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
+            else []
+        if any(isinstance(t, ast.Name) and t.id == table for t in targets) and node.value is not None:
+            if isinstance(node.value, ast.Dict):
+                return {v.value for v in node.value.values if isinstance(v, ast.Constant)}
+            return {call.args[1].value for call in ast.walk(node.value)
+                    if isinstance(call, ast.Call) and len(call.args) > 1 and isinstance(call.args[1], ast.Constant)}
+    raise AssertionError(f"{module} has no table {table}")
+
+
 @functools.cache
 def import_graph() -> dict[str, set[str]]:
-    """helpers module -> the helpers modules it imports."""
+    """helpers module -> the helpers modules it imports (a lazy loader's table counts as imports)."""
     graph = {}
     for module, path in SOURCES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         targets = set().union(*(_resolve(module, node) for node in _imports(tree)))
+        if module in LAZY_LOADERS:
+            targets |= lazy_names(module)
         graph[module] = {t for t in targets if t in SOURCES and t != module}
     return graph
+
+
+def package_of(module: str) -> str:
+    """The learner package a module belongs to ('core', ...), its wing ('checks', 'tooling'), or
+    'entry' for the top level (helpers, helpers.__main__, helpers.doctor)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (HELPERS / parts[1]).is_dir()) else "entry"
+
+
+def allowed_imports(text: str | None = None) -> dict[str, set[str]]:
+    """Per learner package, the packages it may import: the "may import" column of the table of
+    packages in docs/architecture.md (package names in backticks; "nothing" for none)."""
+    text = ARCHITECTURE.read_text(encoding="utf-8") if text is None else text
+    allowed = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and re.fullmatch(r"`helpers\.(\w+)`", cells[0]):
+            package = cells[0][len("`helpers."):-1]
+            if package in PACKAGES:
+                allowed[package] = set(re.findall(r"`(\w+)`", cells[-1]))
+    return allowed
+
+
+def upward_imports(graph: dict[str, set[str]], allowed: dict[str, set[str]]) -> list[str]:
+    """Every import from a learner package into a package its row does not allow (or into the
+    entry modules, the lab grading or the tooling)."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        package = package_of(module)
+        if package not in PACKAGES:
+            continue
+        for target in sorted(targets):
+            other = package_of(target)
+            if other != package and other not in allowed.get(package, set()):
+                found.append(f"{module} imports {target} ({package} may import {sorted(allowed.get(package, ()))})")
+    return found
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -114,15 +176,88 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _learner_modules() -> list[str]:
-    return [m for m, p in SOURCES.items() if p.parent == HELPERS and p.name not in ("__main__.py",)]
+    return [m for m in SOURCES if package_of(m) in PACKAGES or m in ("helpers", "helpers.doctor")]
 
 
 def test_the_graph_sees_the_imports_we_know_of():
     graph = import_graph()
     assert "helpers.checks.feedback" in graph["helpers.checks"]
-    assert "helpers.progress" in graph["helpers.checks.feedback"]
+    assert "helpers.core.progress" in graph["helpers.checks.feedback"]
     assert "helpers.tooling.cli" in graph["helpers.__main__"]
+    assert "helpers.kafka.broker" in graph["helpers"]                  # through the LAZY table
+    assert "helpers.tooling.start" in graph["helpers.tooling.cli"]     # through the COMMANDS table
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_top_level_holds_the_packages_and_the_entry_points_only():
+    packages = sorted(p.name for p in HELPERS.iterdir() if (p / "__init__.py").is_file())
+    modules = sorted(p.name for p in HELPERS.glob("*.py"))
+    assert packages == sorted([*PACKAGES, "checks", "tooling"]), packages
+    assert modules == ["__init__.py", "__main__.py", "doctor.py"], modules
+
+
+def test_every_package_has_a_row_saying_what_it_may_import():
+    allowed = allowed_imports()
+    assert set(allowed) == set(PACKAGES), f"docs/architecture.md's table lacks {set(PACKAGES) - set(allowed)}"
+    assert allowed["core"] == set(), "core is the bottom: it imports no other package"
+    for package, others in allowed.items():
+        below = set(PACKAGES[:PACKAGES.index(package)])
+        assert others <= below, f"{package} may import {sorted(others - below)}, which is not below it"
+
+
+def test_packages_import_nothing_upward():
+    found = upward_imports(import_graph(), allowed_imports())
+    assert not found, "imports against the package order:\n" + "\n".join(found)
+
+
+def test_a_planted_upward_import_fails():
+    """The rule on a copy of the graph: core importing Kafka, and services importing the shop, are caught."""
+    graph = {m: set(t) for m, t in import_graph().items()}
+    graph["helpers.core.wait"].add("helpers.kafka.clients")
+    graph["helpers.services.calls"].add("helpers.shop.workflow")
+    found = upward_imports(graph, allowed_imports())
+    assert any(f.startswith("helpers.core.wait imports helpers.kafka.clients") for f in found), found
+    assert any(f.startswith("helpers.services.calls imports helpers.shop.workflow") for f in found), found
+    assert allowed_imports("| `helpers.shop` | the shop | `core` |")["shop"] == {"core"}
+
+
+def _look_alike(a: str, b: str) -> bool:
+    """Two module names a newcomer could mix up: one (without a plural s) begins the other, or
+    they share their first five letters (events / eventplots / eventservices, faults / faultplan)."""
+    x, y = a.rstrip("s"), b.rstrip("s")
+    return x.startswith(y) or y.startswith(x) or (len(x) >= 5 and len(y) >= 5 and x[:5] == y[:5])
+
+
+@pytest.mark.parametrize("package", [*PACKAGES, "checks", "tooling"])
+def test_no_look_alike_module_names_within_a_package(package):
+    names = sorted(p.stem for p in (HELPERS / package).glob("*.py") if p.stem != "__init__")
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if _look_alike(a, b)]
+    assert not pairs, f"helpers.{package}: look-alike module names {pairs}"
+    assert _look_alike("events", "eventplots") and _look_alike("faults", "faultplan")
+
+
+LOADS_BY_NAME = ("import_module", "__import__")
+
+
+def _imports_by_name(path: Path) -> list[str]:
+    """Calls that import a module named at run time (importlib.import_module, __import__), except
+    of a literal name outside helpers (tqdm.auto, say)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in LOADS_BY_NAME:
+                arg = node.args[0] if node.args else None
+                literal = isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+                if not literal or arg.value.startswith((".", "helpers")):
+                    found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_no_import_hidden_in_a_string_outside_the_lazy_loaders():
+    found = {m: _imports_by_name(p) for m, p in SOURCES.items() if m not in LAZY_LOADERS}
+    found = {m: f for m, f in found.items() if f}
+    assert not found, f"imports by name outside the listed lazy loaders {sorted(LAZY_LOADERS)}: {found}"
 
 
 def test_no_import_cycle_among_helpers_modules():
@@ -208,7 +343,7 @@ def test_the_colour_scan_finds_each_kind_of_literal(tmp_path):
     assert len(found) == 4 and any("gray" in f for f in found) and any("#d62728" in f for f in found), found
 
 
-@pytest.mark.parametrize("module", sorted(m for m, p in SOURCES.items() if p != HELPERS / "style.py"))
+@pytest.mark.parametrize("module", sorted(m for m, p in SOURCES.items() if p != HELPERS / "core" / "style.py"))
 def test_colours_come_only_from_helpers_style(module):
     found = colour_literals(SOURCES[module])
-    assert not found, f"{SOURCES[module].name}: take colours from helpers.style, not {found}"
+    assert not found, f"{SOURCES[module].name}: take colours from helpers.core.style, not {found}"

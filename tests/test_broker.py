@@ -1,34 +1,28 @@
-"""Unit tests of helpers.broker (and the embedded broker, the wire probe), helpers.params and
-helpers.clients that need no shared broker."""
+"""Unit tests of helpers.kafka.broker (and the embedded broker, the wire probe), helpers.core.params and
+helpers.kafka.clients that need no shared broker."""
 from __future__ import annotations
 
-import ast
 import json
 import os
 import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-from helpers import broker, clients, params
-
-HELPERS = Path(__file__).resolve().parent.parent / "helpers"
-#: The Kafka side of the learner's library (issue 12): no cycle among them, no lab grading or tooling.
-KAFKA_MODULES = ["probe", "embedded", "clients", "broker", "events", "lag", "lagplots", "reports",
-                 "consumer_child", "consumers", "producers", "drains", "doctor"]
+from helpers.core import params
+from helpers.kafka import broker, clients, embedded, probe
 
 
 @pytest.fixture
 def state(tmp_path, monkeypatch):
     """A private state directory, so these tests never touch the session's broker."""
     monkeypatch.setenv("COURSE_STATE_DIR", str(tmp_path))
-    for var in (broker.ENV_BOOTSTRAP, broker.ENV_CONFIG):
+    for var in (probe.ENV_BOOTSTRAP, broker.ENV_CONFIG):
         monkeypatch.delenv(var, raising=False)
     yield tmp_path
-    broker.stop_embedded()
+    embedded.stop_embedded()
 
 
 def test_client_properties_are_mapped_to_kafka_python(tmp_path):
@@ -50,7 +44,7 @@ def test_secrets_never_printed(tmp_path, monkeypatch, capsys):
     props.write_text("bootstrap.servers=example.invalid:9092\nsecurity.protocol=SASL_SSL\n"
                      "sasl.mechanisms=PLAIN\nsasl.username=KEY123\nsasl.password=s3cr3t\n")
     _, config = broker.parse_client_properties(props)
-    kafka = broker.Kafka("example.invalid:9092", "environment", config)
+    kafka = clients.Kafka("example.invalid:9092", "environment", config)
     text = kafka.describe() + repr(kafka) + json.dumps(broker.redact(config))
     assert "s3cr3t" not in text and "KEY123" not in text
     assert "SASL_SSL" in kafka.describe()
@@ -75,7 +69,7 @@ def test_missing_client_properties_file(tmp_path):
 @pytest.mark.parametrize("servers", ["", "localhost", "host:port", "host:70000", ":9092"])
 def test_bad_bootstrap_servers_raise_value_error_naming_the_variable(servers):
     with pytest.raises(ValueError, match="KAFKA_BOOTSTRAP_SERVERS"):
-        broker.parse_bootstrap(servers)
+        probe.parse_bootstrap(servers)
 
 
 @pytest.mark.parametrize("call, name", [
@@ -86,8 +80,8 @@ def test_bad_bootstrap_servers_raise_value_error_naming_the_variable(servers):
     (lambda: params.check_int("partitions", 2.5), "partitions"),
     (lambda: params.check_probability("failure_rate", 1.5), "failure_rate"),
     (lambda: clients.unique_name("bad name!"), "prefix"),
-    (lambda: broker.start_embedded(port=70000), "port"),
-    (lambda: clients.producer(broker.Kafka("127.0.0.1:1", "embedded"), acks=0), "acks"),
+    (lambda: embedded.start_embedded(port=70000), "port"),
+    (lambda: clients.producer(clients.Kafka("127.0.0.1:1", "embedded"), acks=0), "acks"),
 ])
 def test_bad_parameters_raise_value_error_naming_the_parameter(call, name):
     with pytest.raises(ValueError, match=name):
@@ -105,14 +99,14 @@ def test_time_scale_from_environment(monkeypatch):
 
 def test_unique_names_differ_across_calls_and_processes():
     here = {clients.unique_name("orders") for _ in range(3)}
-    code = "from helpers import clients; print(clients.unique_name('orders'))"
+    code = "from helpers.kafka import clients; print(clients.unique_name('orders'))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert len(here) == 3 and other not in here
 
 
 def test_probe_tells_kafka_from_a_closed_port_and_from_another_program():
-    port = broker.free_port()
-    assert broker.probe("127.0.0.1", port) == "refused"
+    port = embedded.free_port()
+    assert probe.probe("127.0.0.1", port) == "refused"
     with socket.socket() as srv:  # an HTTP-ish server that is not Kafka
         srv.bind(("127.0.0.1", 0))
         srv.listen()
@@ -123,23 +117,23 @@ def test_probe_tells_kafka_from_a_closed_port_and_from_another_program():
             conn.close()
         t = threading.Thread(target=answer, daemon=True)
         t.start()
-        assert broker.probe("127.0.0.1", srv.getsockname()[1]) == "not-kafka"
+        assert probe.probe("127.0.0.1", srv.getsockname()[1]) == "not-kafka"
         t.join(5)
 
 
 def test_state_file_records_the_broker_and_a_second_caller_reuses_it(state):
-    first = broker.start_embedded()
+    first = embedded.start_embedded()
     assert not first["reused"] and first["bootstrap_servers"].startswith("127.0.0.1:")
     recorded = json.loads((state / "broker.json").read_text())
     assert recorded["pid"] == first["pid"] and recorded["port"] == first["port"]
-    second = broker.start_embedded()
+    second = embedded.start_embedded()
     assert second["reused"] and second["pid"] == first["pid"]
 
 
 def test_broker_listens_on_loopback_only(state):
     import psutil
 
-    started = broker.start_embedded()
+    started = embedded.start_embedded()
     listening = [c.laddr for c in psutil.Process(started["pid"]).net_connections() if c.status == "LISTEN"]
     assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
 
@@ -147,26 +141,26 @@ def test_broker_listens_on_loopback_only(state):
 def test_stale_state_file_of_a_dead_broker_is_replaced(state):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (state / "broker.json").write_text(json.dumps({"pid": dead.pid, "port": broker.free_port()}))
-    assert broker.live_state() is None
-    fresh = broker.start_embedded()
+    (state / "broker.json").write_text(json.dumps({"pid": dead.pid, "port": embedded.free_port()}))
+    assert embedded.live_state() is None
+    fresh = embedded.start_embedded()
     assert not fresh["reused"] and fresh["pid"] != dead.pid
-    assert broker.probe("127.0.0.1", fresh["port"]) == "kafka"
+    assert probe.probe("127.0.0.1", fresh["port"]) == "kafka"
 
 
 def test_garbage_state_file_is_treated_as_stale(state):
     (state / "broker.json").write_text("{not json")
-    assert broker.read_state() is None
-    assert not broker.start_embedded()["reused"]
+    assert embedded.read_state() is None
+    assert not embedded.start_embedded()["reused"]
 
 
 def test_killed_broker_is_detected_and_replaced(state):
-    first = broker.start_embedded()
-    assert broker.kill_embedded() == first["pid"]
+    first = embedded.start_embedded()
+    assert embedded.kill_embedded() == first["pid"]
     import psutil
     psutil.Process(first["pid"]).wait(5) if psutil.pid_exists(first["pid"]) else None
-    assert broker.live_state() is None
-    second = broker.start_embedded()
+    assert embedded.live_state() is None
+    second = embedded.start_embedded()
     assert not second["reused"] and second["pid"] != first["pid"]
 
 
@@ -174,40 +168,40 @@ def test_requested_port_already_in_use_fails_clearly(state):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(broker.BrokerUnavailable, match="did not become ready"):
-            broker.start_embedded(port=taken.getsockname()[1])
-    assert broker.read_state() is None
+        with pytest.raises(probe.BrokerUnavailable, match="did not become ready"):
+            embedded.start_embedded(port=taken.getsockname()[1])
+    assert embedded.read_state() is None
 
 
 def test_free_port_is_chosen_when_another_program_holds_one(state):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        started = broker.start_embedded()
+        started = embedded.start_embedded()
         assert started["port"] != taken.getsockname()[1]
 
 
 def test_stop_stops_and_reports(state):
     import psutil
 
-    started = broker.start_embedded()
-    assert broker.stop_embedded() is True
+    started = embedded.start_embedded()
+    assert embedded.stop_embedded() is True
     assert not psutil.pid_exists(started["pid"]) or psutil.Process(started["pid"]).status() == psutil.STATUS_ZOMBIE
-    assert broker.stop_embedded() is False
+    assert embedded.stop_embedded() is False
 
 
 def test_unreachable_environment_cluster_names_the_fix(monkeypatch):
-    monkeypatch.setenv(broker.ENV_BOOTSTRAP, "127.0.0.1:1")
-    with pytest.raises(broker.BrokerUnavailable, match="unset KAFKA_BOOTSTRAP_SERVERS"):
+    monkeypatch.setenv(probe.ENV_BOOTSTRAP, "127.0.0.1:1")
+    with pytest.raises(probe.BrokerUnavailable, match="unset KAFKA_BOOTSTRAP_SERVERS"):
         broker.connect()
 
 
 def test_clients_of_a_killed_broker_get_a_clear_error_naming_the_fix(state):
     kafka = broker.connect(quiet=True)
-    broker.kill_embedded()
+    embedded.kill_embedded()
     import time
     started = time.monotonic()
-    with pytest.raises(broker.BrokerUnavailable, match=r"helpers\.connect\(\)"):
+    with pytest.raises(probe.BrokerUnavailable, match=r"helpers\.connect\(\)"):
         clients.consumer(kafka)
     assert time.monotonic() - started < 5
     fresh = broker.connect(quiet=True)
@@ -219,40 +213,17 @@ def test_stop_treats_an_unreaped_zombie_as_stopped(state):
     """A broker started by a still-running kernel turns zombie when stopped from elsewhere."""
     import psutil
 
-    code = ("import os,time,helpers.broker as b; s=b.start_embedded(); print(s['pid'], flush=True); time.sleep(30)")
+    code = ("import os,time,helpers.kafka.embedded as e; s=e.start_embedded(); print(s['pid'], flush=True); "
+            "time.sleep(30)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "COURSE_STATE_DIR": str(state)})
     try:
         pid = int(holder.stdout.readline())
         import time
         started = time.monotonic()
-        assert broker.stop_embedded() is True
+        assert embedded.stop_embedded() is True
         assert time.monotonic() - started < 5
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     finally:
         holder.kill()
         holder.wait()
-
-
-def _imports(module: str) -> set[str]:
-    """The helpers modules ``module`` imports (relative imports, at any depth in the file)."""
-    found = set()
-    for node in ast.walk(ast.parse((HELPERS / f"{module}.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
-    return found
-
-
-def test_kafka_modules_import_no_cycle_and_no_grading_or_tooling():
-    graph = {m: _imports(m) for m in KAFKA_MODULES}
-    assert not {m: deps & {"checks", "tooling"} for m, deps in graph.items() if deps & {"checks", "tooling"}}
-
-    def reaches(start: str, target: str, seen: set[str]) -> bool:
-        for dep in graph.get(start, set()) & set(graph):
-            if dep == target or (dep not in seen and reaches(dep, target, seen | {dep})):
-                return True
-        return False
-
-    assert [m for m in KAFKA_MODULES if reaches(m, m, set())] == []
-    assert "broker" not in graph["clients"] and "clients" not in graph["embedded"]
-    # module sizes: tests/test_architecture.py holds every module of helpers/ to 600 lines

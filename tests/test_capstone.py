@@ -12,9 +12,11 @@ import math
 import pytest
 from checking import assert_not_yet, assert_passes, judge
 
-from helpers import capstone, chaos, checks, lifecycle, progress
+from helpers import capstone, checks
+from helpers.capstone import chaos
+from helpers.capstone.runs import SIDES, Fault, Order, Run
 from helpers.checks import lab6
-from helpers.shoprun import SIDES, Fault, Order, Run
+from helpers.core import lifecycle, progress
 
 TIME_SCALE = 0.1
 
@@ -98,7 +100,7 @@ def test_a_run_answers_windows_losses_duplicates_and_series():
 
 
 def test_run_figure_and_numbers_cover_both_sides_in_their_roles():
-    from helpers import style
+    from helpers.core import style
 
     run = lab6.recorded_runs()[0]
     fig = chaos.run_figure(run)

@@ -13,22 +13,24 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import consumers as C
-from helpers import drains, lifecycle, producers, unique_name
-from helpers.consumer_child import Crash, consume_batches
-from helpers.lag import total_lag
-from helpers.wait import wait_until
+from helpers import unique_name
+from helpers.backlog import consumers as C
+from helpers.backlog import drains, producers
+from helpers.backlog.pollloop import Crash, consume_batches
+from helpers.core import lifecycle
+from helpers.core.wait import wait_until
+from helpers.kafka.lag import total_lag
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def consumer_children() -> list[psutil.Process]:
-    """Live `python -m helpers.consumer_child` processes below this one (not those of the
+    """Live `python -m helpers.backlog.pollloop` processes below this one (not those of the
     learners' pass, which runs its notebooks' kernels below the session at the same time)."""
     found = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if ("helpers.consumer_child" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
+            if ("helpers.backlog.pollloop" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
                     and not any("helpers.tooling.learnerpass" in " ".join(a.cmdline()) for a in p.parents())):
                 found.append(p)
         except psutil.Error:
@@ -208,8 +210,8 @@ def test_no_process_left_after_stop_or_parent_death(kafka):
 
     script = textwrap.dedent(f"""
         import sys, time
-        from helpers import consumers as C
-        from helpers.broker import Kafka
+        from helpers.backlog import consumers as C
+        from helpers.kafka.clients import Kafka
         c = C.ConsumerProcess(Kafka({kafka.bootstrap_servers!r}, {kafka.kind!r}, {kafka.client_config!r}),
                               {topic!r}, "orphan-check").start()
         print(c.pid, flush=True)
@@ -269,7 +271,7 @@ def test_the_consumer_loop_in_process_repeats_or_loses_what_a_crash_interrupts(k
 
 
 def test_processes_producers_and_groups_register_while_they_run(kafka):
-    """helpers.lifecycle lists what runs (kinds 'consumer', 'producer') and forgets it when stopped."""
+    """helpers.core.lifecycle lists what runs (kinds 'consumer', 'producer') and forgets it when stopped."""
     topic = kafka.create_topic(partitions=2, prefix="registry")
     runner = producers.ProducerRunner(kafka, topic, rate=50).start()
     member = C.ConsumerProcess(kafka, topic, unique_name("registry")).start()
@@ -295,7 +297,7 @@ def test_processes_producers_and_groups_register_while_they_run(kafka):
 def test_deadlines_derive_from_the_work_and_the_rebalances():
     """Durations raced against each other come from one place: the session timeout (the broker's
     clock, unscaled) and the work at its rate, with stated margins."""
-    from helpers.clients import TEACHING_CONSUMER
+    from helpers.kafka.clients import TEACHING_CONSUMER
 
     assert C.SESSION_TIMEOUT_S == TEACHING_CONSUMER["session_timeout_ms"] / 1000 == 6.0
     assert drains.REBALANCE_S == 10 * C.SESSION_TIMEOUT_S

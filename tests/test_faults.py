@@ -27,8 +27,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import broker
-from helpers.wait import wait_until
+from helpers.core.wait import wait_until
+from helpers.kafka import broker, embedded, probe
 
 ROOT = Path(__file__).resolve().parent.parent
 WELCOME = ROOT / "lessons" / "00_welcome.ipynb"
@@ -45,7 +45,7 @@ def _brokers_in(state_dir: Path) -> list:
     for proc in psutil.process_iter(["name", "cmdline"]):
         try:
             if "tansu" in " ".join(proc.info["cmdline"] or []) and \
-                    proc.environ().get(broker.ENV_STATE_DIR) == str(state_dir):
+                    proc.environ().get(embedded.ENV_STATE_DIR) == str(state_dir):
                 found.append(proc)
         except psutil.Error:
             continue
@@ -55,16 +55,16 @@ def _brokers_in(state_dir: Path) -> list:
 @pytest.fixture
 def private_state(tmp_path, monkeypatch):
     """A private COURSE_STATE_DIR with no KAFKA_* configured; every broker started in it is stopped."""
-    if broker.probe(*broker.DOCKER_ADDRESS, timeout=1.0) == "kafka":
+    if probe.probe(*broker.DOCKER_ADDRESS, timeout=1.0) == "kafka":
         pytest.skip("a real Kafka answers on 127.0.0.1:9092, so connect() would not use the embedded broker")
     state = tmp_path / "state"
     state.mkdir()
-    monkeypatch.setenv(broker.ENV_STATE_DIR, str(state))
-    monkeypatch.delenv(broker.ENV_BOOTSTRAP, raising=False)
+    monkeypatch.setenv(embedded.ENV_STATE_DIR, str(state))
+    monkeypatch.delenv(probe.ENV_BOOTSTRAP, raising=False)
     monkeypatch.delenv(broker.ENV_CONFIG, raising=False)
     monkeypatch.setenv("COURSE_TIME_SCALE", "0.1")
     yield state
-    broker.stop_embedded()
+    embedded.stop_embedded()
     for proc in _brokers_in(state):  # strays, e.g. a second broker a race would have started
         proc.kill()
 
@@ -90,7 +90,7 @@ def _produce(kafka, topic: str, count: int, start: int = 0) -> list[str]:
 
 def _consume_all(kafka, topic: str, expected: int, group_id: str | None = None, timeout: float = 30.0) -> list[str]:
     """Read ``topic`` from the start (a new group, or all partitions assigned) until ``expected`` values."""
-    from helpers.clients import read_from_start
+    from helpers.kafka.clients import read_from_start
 
     consumer = kafka.consumer(group_id=group_id)
     try:
@@ -113,8 +113,8 @@ def _consume_all(kafka, topic: str, expected: int, group_id: str | None = None, 
 # ------------------------------------------------------------- 1. broker SIGKILLed
 
 def test_broker_killed_while_a_consumer_runs(private_state):
-    from helpers import consumers
-    from helpers.clients import partitions_for, unique_name
+    from helpers.backlog import consumers
+    from helpers.kafka.clients import partitions_for, unique_name
 
     kafka = broker.connect(quiet=True)
     assert kafka.kind == "embedded"
@@ -125,20 +125,20 @@ def test_broker_killed_while_a_consumer_runs(private_state):
     try:
         got_going = wait_until(lambda: len(consumer.processed()) >= 20, 60, "20 processed events", strict=False)
         assert got_going, f"the consumer never got going:\n{consumer.log_tail()}"
-        killed = broker.kill_embedded()
+        killed = embedded.kill_embedded()
         assert killed == kafka.pid
         at_kill = len(consumer.processed())
 
         # The helpers say so at once, and name the fix (no hang, no silent retry loop).
         started = time.monotonic()
         info = broker.status()
-        with pytest.raises(broker.BrokerUnavailable, match=FIX_HINT):
+        with pytest.raises(probe.BrokerUnavailable, match=FIX_HINT):
             broker.resolve(start=False)
         assert time.monotonic() - started < 5
         assert info["running"] is False and FIX_HINT.search(info["error"]), info
         # ... and a client on the dead broker fails within its bootstrap timeout instead of hanging.
         started = time.monotonic()
-        with pytest.raises(broker.BrokerUnavailable):
+        with pytest.raises(probe.BrokerUnavailable):
             partitions_for(kafka, topic)
         assert time.monotonic() - started < 15
 
@@ -204,7 +204,7 @@ class _NotKafka:
 
 @pytest.fixture
 def not_kafka_on_9092():
-    answer = broker.probe(*broker.DOCKER_ADDRESS, timeout=1.0)
+    answer = probe.probe(*broker.DOCKER_ADDRESS, timeout=1.0)
     if answer == "kafka":
         pytest.skip("a real Kafka holds 127.0.0.1:9092")
     try:
@@ -221,11 +221,11 @@ def not_kafka_on_9092():
 
 
 def test_port_9092_held_by_something_that_is_not_kafka(private_state, not_kafka_on_9092):
-    assert broker.probe(*broker.DOCKER_ADDRESS) == "not-kafka"
+    assert probe.probe(*broker.DOCKER_ADDRESS) == "not-kafka"
 
     # The doctor explains what holds 9092 and still passes on the embedded broker.
     result = subprocess.run([sys.executable, "-m", "helpers", "doctor"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=90, env=_env(**{broker.ENV_STATE_DIR: str(private_state)}))
+                            text=True, timeout=90, env=_env(**{embedded.ENV_STATE_DIR: str(private_state)}))
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "embedded broker" in out, out
@@ -282,14 +282,14 @@ def _stdout_json(notebook: Path) -> dict:
 def test_two_notebooks_at_once_do_not_collide(private_state, tmp_path):
     from kafka import KafkaAdminClient
 
-    from helpers import lag
+    from helpers.kafka import lag
 
     group_nb = tmp_path / "group.ipynb"
     nbformat.write(nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(GROUP_NOTEBOOK)],
         metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), group_nb)
     runs = [("welcome-a", WELCOME), ("welcome-b", WELCOME), ("group-a", group_nb), ("group-b", group_nb)]
-    env = _env(**{broker.ENV_STATE_DIR: str(private_state), "COURSE_TIME_SCALE": "0.1"})
+    env = _env(**{embedded.ENV_STATE_DIR: str(private_state), "COURSE_TIME_SCALE": "0.1"})
     procs = {}
     for name, source in runs:  # all four at once, racing to start the one shared broker
         procs[name] = subprocess.Popen(
@@ -375,8 +375,8 @@ def _execute(kc, code: str, timeout: float = 120) -> dict:
 def test_kernel_restart_resumes_from_the_committed_offset(kafka, tmp_path):
     from jupyter_client import KernelManager
 
-    from helpers import lag
-    from helpers.clients import unique_name
+    from helpers.kafka import lag
+    from helpers.kafka.clients import unique_name
 
     topic = kafka.create_topic(prefix="fault-restart")
     group = unique_name("fault-restart")
@@ -415,15 +415,15 @@ UNREACHABLE = "127.0.0.1:1"
 
 
 def test_unreachable_bootstrap_servers_fail_every_entry_point_fast(private_state, monkeypatch):
-    monkeypatch.setenv(broker.ENV_BOOTSTRAP, UNREACHABLE)
+    monkeypatch.setenv(probe.ENV_BOOTSTRAP, UNREACHABLE)
     started = time.monotonic()
-    with pytest.raises(broker.BrokerUnavailable) as excinfo:
+    with pytest.raises(probe.BrokerUnavailable) as excinfo:
         broker.connect()
     assert time.monotonic() - started < 15
     message = str(excinfo.value)
-    assert broker.ENV_BOOTSTRAP in message and UNREACHABLE in message and FIX_HINT.search(message), message
+    assert probe.ENV_BOOTSTRAP in message and UNREACHABLE in message and FIX_HINT.search(message), message
 
-    env = _env(**{broker.ENV_BOOTSTRAP: UNREACHABLE, broker.ENV_STATE_DIR: str(private_state)})
+    env = _env(**{probe.ENV_BOOTSTRAP: UNREACHABLE, embedded.ENV_STATE_DIR: str(private_state)})
     for argv in (["doctor"], ["run", str(WELCOME.relative_to(ROOT))]):
         started = time.monotonic()
         result = subprocess.run([sys.executable, "-m", "helpers", *argv], cwd=ROOT, env=env,
@@ -432,8 +432,8 @@ def test_unreachable_bootstrap_servers_fail_every_entry_point_fast(private_state
         out = result.stdout + result.stderr
         assert result.returncode != 0, f"`python -m helpers {' '.join(argv)}` succeeded:\n{out}"
         assert elapsed < 15, f"`python -m helpers {' '.join(argv)}` took {elapsed:.1f} s"
-        assert broker.ENV_BOOTSTRAP in out and FIX_HINT.search(out), out
+        assert probe.ENV_BOOTSTRAP in out and FIX_HINT.search(out), out
         assert "running lessons/" not in out, "a notebook ran against an unreachable broker"
 
     # Nothing fell back to an embedded broker behind the learner's back.
-    assert broker.read_state() is None and _brokers_in(private_state) == []
+    assert embedded.read_state() is None and _brokers_in(private_state) == []

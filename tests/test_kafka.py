@@ -15,7 +15,7 @@ import time
 import pytest
 from kafka import TopicPartition
 
-from helpers import clients, events, lag
+from helpers.kafka import clients, events, lag
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,7 +49,7 @@ def test_round_trip(kafka):
 
 
 def test_lag_is_right_after_a_batched_produce(kafka):
-    """Tansu's ListOffsets LATEST is wrong after batched produces; helpers.lag is not."""
+    """Tansu's ListOffsets LATEST is wrong after batched produces; helpers.kafka.lag is not."""
     topic = kafka.create_topic(prefix="lag", partitions=3)
     _produce(kafka, topic, 300, partitions=3)
     ends = lag.end_offsets(kafka, topic)
@@ -68,7 +68,7 @@ def test_lag_is_right_after_a_batched_produce(kafka):
     reported = naive.end_offsets([TopicPartition(topic, p) for p in range(3)])
     naive.close()
     if kafka.kind == "embedded":  # documents the difference the helper hides
-        assert sum(reported.values()) < 300, f"Tansu's end_offsets became right ({reported}): simplify helpers.lag"
+        assert sum(reported.values()) < 300, f"Tansu's end_offsets became right ({reported}): simplify lag"
 
 
 def test_lag_monitor_records_a_series(kafka):
@@ -107,8 +107,8 @@ def test_lag_reader_reads_fresh_watermarks_over_clients_it_keeps(kafka):
 
 def test_lag_monitor_samples_ten_times_a_second_and_closes_its_clients(kafka):
     """The monitor keeps its clients open: >= 10 samples a second against the live broker;
-    it registers with helpers.lifecycle and leaves no thread and no client when stopped."""
-    from helpers import lifecycle
+    it registers with helpers.core.lifecycle and leaves no thread and no client when stopped."""
+    from helpers.core import lifecycle
 
     topic = kafka.create_topic(prefix="rate", partitions=3)
     _produce(kafka, topic, 90, partitions=3)
@@ -264,7 +264,8 @@ def test_trend_fits_how_fast_the_lag_moved_and_names_a_short_stretch():
 
 
 def test_live_lag_plot_watches_a_growing_lag_behind_a_bar_and_tables_its_marks(kafka):
-    from helpers import lagplots, lifecycle, producers
+    from helpers.backlog import lagplots, producers
+    from helpers.core import lifecycle
 
     topic = kafka.create_topic(prefix="watch", partitions=2)
     chart = lagplots.LiveLagPlot(kafka, topic, clients.unique_name("nobody"), live=False).start()
@@ -292,7 +293,7 @@ def test_live_lag_plot_watches_a_growing_lag_behind_a_bar_and_tables_its_marks(k
 def test_a_watch_that_waits_past_its_window_for_samples_keeps_its_bar_full(kafka):
     """On a busy machine a watch can wait beyond its seconds for its samples; its bar must not
     overshoot (tqdm then drops the total the bar's text shows, and raised TypeError)."""
-    from helpers import lagplots
+    from helpers.backlog import lagplots
 
     topic = kafka.create_topic(prefix="overshoot")
     chart = lagplots.LiveLagPlot(kafka, topic, clients.unique_name("nobody"), interval=0.2, live=False).start()

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from helpers import broker, clients, doctor, embedded
+from helpers import doctor
+from helpers.kafka import clients, embedded, probe
 from helpers.tooling.paths import ROOT
 
 TABLE_HEADER = "| difference (Tansu"
@@ -80,8 +81,8 @@ def test_the_admin_client_pins_its_api_version_on_the_embedded_broker_only(monke
     seen: list[dict] = []
     monkeypatch.setattr(clients, "KafkaAdminClient", lambda **config: seen.append(config))
     monkeypatch.setattr(clients.Kafka, "ensure_alive", lambda self: None, raising=False)
-    clients.admin(broker.Kafka("127.0.0.1:1", "embedded"))
-    clients.admin(broker.Kafka("127.0.0.1:1", "environment"))
+    clients.admin(clients.Kafka("127.0.0.1:1", "embedded"))
+    clients.admin(clients.Kafka("127.0.0.1:1", "environment"))
     assert seen[0].get("api_version") == (2, 2)
     assert "api_version" not in seen[1]
 
@@ -99,7 +100,7 @@ def test_producers_wait_for_every_replica_and_are_not_idempotent(kafka):
 
 def test_windows_learners_are_sent_to_docker_or_wsl(monkeypatch):
     monkeypatch.setattr(sys, "platform", "win32")
-    with pytest.raises(broker.BrokerUnavailable, match="docker compose .* WSL"):
+    with pytest.raises(probe.BrokerUnavailable, match="docker compose .* WSL"):
         embedded.tansu_binary()
     check = doctor.check_platform()
     assert "docker/" in check.detail and "WSL" in check.detail

@@ -5,7 +5,7 @@ must not leave services listening, consumer processes running or Kafka clients c
 (lag monitors, live lag charts and lab 5's shop keep theirs open while they run). In a live kernel,
 ``helpers.stop_all()`` stops everything and ``helpers.leftovers()`` is then empty. The
 embedded broker is the one deliberate exception: it is shared and outlives kernels (see
-helpers.embedded).
+helpers.kafka.embedded).
 """
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ import psutil
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from helpers import broker
-from helpers.probe import parse_bootstrap
-from helpers.wait import wait_until
+from helpers.core.wait import wait_until
+from helpers.kafka import embedded
+from helpers.kafka.probe import parse_bootstrap
 
 SETUP = """
 import json, helpers
-from helpers import consumers, lag, lagplots, producers, services
+from helpers import services
+from helpers.backlog import consumers, lagplots, producers
+from helpers.kafka import lag
 kafka = helpers.connect(quiet=True)
 chain = services.start_chain(3, latency=0.001)      # never stopped: the kernel dies first
 assert chain.call().ok
@@ -39,7 +41,7 @@ print(json.dumps({"ports": [s.port for s in chain.services], "child": member.pid
 
 STOP_ALL = """
 import json, threading, time
-helpers.wait.wait_until(lambda: len(chart.series()[0]) >= 3 and len(monitor.series()[0]) >= 3, 30, "lag samples")
+helpers.core.wait.wait_until(lambda: len(chart.series()[0]) >= 3 and len(monitor.series()[0]) >= 3, 30, "lag samples")
 stopped = helpers.stop_all()
 print(json.dumps({"stopped": stopped, "leftovers": helpers.leftovers(),
                   "threads": [t.name for t in threading.enumerate()], "child_alive": member.alive}))
@@ -101,7 +103,8 @@ def test_services_consumers_and_lag_monitors_die_with_their_kernel(kafka, how):
     assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
     assert wait_until(lambda: not kernel_side_open(), 15, "clients", strict=False), \
         f"Kafka connections of the dead kernel still open: {kernel_side_open()}"
-    assert broker.live_state() is not None or kafka.kind != "embedded", "the shared broker is meant to outlive kernels"
+    assert embedded.live_state() is not None or kafka.kind != "embedded", \
+        "the shared broker is meant to outlive kernels"
 
 
 def test_stop_all_leaves_nothing_in_a_live_kernel(kafka):

@@ -18,7 +18,8 @@ import nbformat
 import pytest
 from checking import assert_not_yet, assert_passes, judge
 
-from helpers import checks, progress
+from helpers import checks
+from helpers.core import progress
 from helpers.tooling import labgen
 from helpers.tooling.lint import tags
 from helpers.tooling.paths import ROOT
@@ -343,7 +344,7 @@ def test_lab1_breaker(chain):
     assert_not_yet(judge(checks.check_lab1_breaker, chain, lambda c: never_raises.call(services.call, c, timeout=0.5)),
                    "the breaker never opened")
 
-    from helpers import resilience
+    from helpers.services import resilience
 
     leaky = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=0.1)
 
@@ -369,7 +370,7 @@ def test_lab1_breaker(chain):
 
 
 def _raise_if_failed(result):
-    from helpers import resilience
+    from helpers.services import resilience
 
     if not result.ok:
         raise resilience.CallFailed(result)
@@ -380,7 +381,7 @@ def _raise_if_failed(result):
 
 
 def test_lab2_envelope():
-    from helpers import events
+    from helpers.kafka import events
 
     def from_fields(order):  # a different correct solution: keyword arguments, a copied payload
         return events.Event(type="OrderPlaced", payload={**order}, key=str(order["order_id"]), source="shop")
@@ -397,7 +398,7 @@ def test_lab2_envelope():
 
 
 def test_lab2_producer(kafka):
-    from helpers import events
+    from helpers.kafka import events
 
     def event(o):
         return events.Event("OrderPlaced", dict(o), key=o["order_id"], source="orders")
@@ -436,7 +437,7 @@ def test_lab2_producer(kafka):
 def test_lab2_consumer(kafka):
     from kafka.structs import OffsetAndMetadata
 
-    from helpers import events
+    from helpers.kafka import events
 
     def commit_per_record(consumer, handle):  # a different correct solution: commit each record's offset
         handled = 0
@@ -503,7 +504,7 @@ def test_crash_drill_counts_what_each_strategy_does(kafka):
 
 
 def test_lab3_audit(kafka):
-    from helpers import producers
+    from helpers.backlog import producers
 
     def with_sets(produced_ids, records):  # a different correct solution: sets, no Counter
         first, again = set(), 0
@@ -621,12 +622,13 @@ def drains(kafka):
     chart; 10x the lab's rates. ``None`` for the rate: no new orders arrive while it drains.
 
     The groups start paused and join at once (joining takes seconds and is not what is judged,
-    as in helpers.drains.compare_drains); then each in turn is resumed, sampled and stopped.
+    as in helpers.backlog.drains.compare_drains); then each in turn is resumed, sampled and stopped.
     Returns name -> its LagMonitor.
     """
     import contextlib
 
-    from helpers import consumers, lag, producers
+    from helpers.backlog import consumers, producers
+    from helpers.kafka import lag
 
     # Sampled as long as the check lets a busy machine reach the target for a 2 s deadline.
     backlog, process, seconds = 300, 100.0, 1.25 * 2.0 + 0.5
@@ -658,7 +660,7 @@ def drains(kafka):
 
 
 def test_lab4_drain(kafka, drains):
-    from helpers import lag
+    from helpers.kafka import lag
 
     good, starved = drains["good"], drains["starved"]
     assert_passes(judge(checks.check_lab4_drain, good, deadline=2.0, max_lag=60, consumers=3))
@@ -694,7 +696,7 @@ def test_lab4_drain_judges_the_arrivals_too(drains):
 def _place(shop, order, correlation_id="fresh", flush=True):
     import uuid
 
-    from helpers import events
+    from helpers.kafka import events
 
     cid = uuid.uuid4().hex if correlation_id == "fresh" else correlation_id
     events.publish(shop.producer, shop.orders,
@@ -705,7 +707,7 @@ def _place(shop, order, correlation_id="fresh", flush=True):
 
 
 def _wait(consumer, correlation_id, deadline):
-    from helpers import events
+    from helpers.kafka import events
 
     until = time.monotonic() + deadline
     while time.monotonic() < until:
@@ -723,7 +725,7 @@ def test_lab5_correlation(kafka):
     counter = itertools.count()
 
     def numbered(shop, order):  # a different correct solution: unique ids without uuid, acks via futures
-        from helpers import events
+        from helpers.kafka import events
 
         cid = f"web-{time.time_ns()}-{next(counter)}"
         future = events.publish(shop.producer, shop.orders, events.Event(
@@ -745,7 +747,7 @@ def test_lab5_correlation(kafka):
 
 
 def test_lab5_wait_for_result(kafka):
-    from helpers import events
+    from helpers.kafka import events
 
     def one_record_at_a_time(consumer, correlation_id, deadline):  # different: max_records=1, wall clock
         stop_at = time.time() + deadline
@@ -855,8 +857,8 @@ def test_lab5_shop_answers_each_request_with_its_correlation_id(kafka):
 def test_lab5_fulfilment_is_an_event_service_on_its_own_clocks(kafka):
     """Lab 5's back office is the library's EventService (no copy of the poll loop): no group, every order
     on its own clock, so a big order does not hold up the small ones behind it."""
-    from helpers import lifecycle
-    from helpers.eventservices import EventService
+    from helpers.core import lifecycle
+    from helpers.shop.service import EventService
 
     with checks.lab5_shop(kafka, fast=0.05, slow=1.0) as shop:
         assert isinstance(shop.fulfilment, EventService) and not shop.fulfilment.use_group
@@ -888,13 +890,15 @@ def _python(code: str, env: dict) -> str:
 def test_progress_survives_a_new_process_and_reset_works(tmp_path):
     env = {**os.environ, progress.ENV_PROGRESS_FILE: str(tmp_path / "deep" / "progress.json")}
     _python("""
-        from helpers import checks, events, progress
+        from helpers import checks
+        from helpers.core import progress
+        from helpers.kafka import events
         progress.record(1, "weakest_link")
         checks.check_lab2_envelope(lambda o: events.Event("OrderPlaced", dict(o), key=o["order_id"]), quiet=True)
     """, env)
     shown = _python("""
         import json
-        from helpers import progress
+        from helpers.core import progress
         s = progress.status()
         print(json.dumps({n: sorted(v["passed"]) for n, v in s.items()}))
         print(repr(progress.show()))
@@ -903,14 +907,14 @@ def test_progress_survives_a_new_process_and_reset_works(tmp_path):
     assert passed["1"] == ["weakest_link"] and passed["2"] == ["envelope"] and passed["3"] == []
     assert "Lab 2: From calls to events" in shown and "1/3 checks" in shown
     _python("""
-        from helpers import progress
+        from helpers.core import progress
         for check in progress.LABS[4].checks:
             progress.record(4, check)
         progress.reset(1)
     """, env)
     after = _python("""
         import json
-        from helpers import progress
+        from helpers.core import progress
         s = progress.status()
         print(json.dumps({n: [v["done"], sorted(v["passed"])] for n, v in s.items()}))
         print(progress.show()._repr_html_())
@@ -918,9 +922,9 @@ def test_progress_survives_a_new_process_and_reset_works(tmp_path):
     state = json.loads(after.splitlines()[0])
     assert state["1"] == [False, []] and state["4"][0] is True and state["2"] == [False, ["envelope"]]
     assert "✅" in after and '<a href="../labs/04_drain_the_backlog.ipynb">' in after
-    _python("from helpers import progress; progress.reset()", env)
+    _python("from helpers.core import progress; progress.reset()", env)
     assert not (tmp_path / "deep" / "progress.json").exists()
-    assert "not started" in _python("from helpers import progress; print(repr(progress.show()))", env)
+    assert "not started" in _python("from helpers.core import progress; print(repr(progress.show()))", env)
 
 
 def test_progress_rejects_unknown_labs_and_checks_and_failed_checks_are_not_recorded():
@@ -953,7 +957,7 @@ def test_running_a_solution_notebook_does_not_count_as_doing_the_lab(source):
 
 
 def test_checks_do_not_record_progress_when_switched_off(monkeypatch):
-    from helpers import events
+    from helpers.kafka import events
 
     def to_event(order):
         return events.Event("OrderPlaced", dict(order), key=order["order_id"])
@@ -970,7 +974,7 @@ def test_checks_do_not_record_progress_when_switched_off(monkeypatch):
 def test_welcome_notebook_shows_lab_progress_after_the_course_map():
     nb = nbformat.read(ROOT / "lessons" / "00_welcome.ipynb", as_version=4)
     course_map = next(i for i, c in enumerate(nb.cells) if c.source.startswith(("## The course map", "## Course map")))
-    shows = [i for i, c in enumerate(nb.cells) if "helpers.progress.show()" in c.source]
+    shows = [i for i, c in enumerate(nb.cells) if "progress.show()" in c.source]
     assert len(shows) == 1 and shows[0] > course_map and nb.cells[shows[0]].cell_type == "code"
     setup = next(i for i, c in enumerate(nb.cells) if "import helpers" in c.source)
     assert setup < shows[0]

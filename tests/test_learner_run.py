@@ -61,7 +61,7 @@ def _text(cell: Any) -> str:
 
 def test_every_claim_check_prints_a_verdict_line(learner_run, claim_notebook):
     """After each cell tagged ``claim-Cn``, the check (that cell or the next code cell)
-    printed a verdict line ``Cn holds: ...`` carrying a number (helpers.verdicts.check)."""
+    printed a verdict line ``Cn holds: ...`` carrying a number (helpers.core.verdicts.check)."""
     nb = learner_run.executed(claim_notebook)
     cells = _code_cells(nb)
     missing = []
@@ -170,8 +170,8 @@ def test_stopping_the_pass_stops_everything_it_started():
 
     import psutil
 
+    from helpers.core.wait import wait_until
     from helpers.tooling.learnerpass import kill_tree
-    from helpers.wait import wait_until
 
     sleeper = "import time; time.sleep(60)"
     parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "

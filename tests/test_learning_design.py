@@ -3,7 +3,7 @@
 One course path (``helpers.tooling.links.COURSE_PATH``): Next from lesson 0 reaches every lesson
 and lab exactly once, in order, and Previous walks it back; every notebook states its duration
 and prerequisites; a figure is followed by what to look at; a claim demo is preceded by a
-prediction and checked through ``helpers.verdicts``; glossary links land on a heading; a lesson
+prediction and checked through ``helpers.core.verdicts``; glossary links land on a heading; a lesson
 followed by a lab sends the learner there from its Recap.
 
 Labs are read from ``labs/sources/`` (the generated ``labs/`` and ``labs/solutions/`` follow

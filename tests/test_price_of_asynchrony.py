@@ -11,9 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import deadletters, evolution, idempotency, lifecycle, ordering, outbox
-from helpers.events import EventError, encode_value, order_placed
-from helpers.wait import wait_until
+from helpers.core import lifecycle
+from helpers.core.wait import wait_until
+from helpers.kafka.events import EventError, encode_value, order_placed
+from helpers.patterns import deadletters, evolution, idempotency, ordering, outbox
 
 OUR_KINDS = ("service", "relay", "consumer", "event-service")
 

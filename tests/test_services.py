@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from helpers import costs, faults, lifecycle, resilience, services, stats
-from helpers.services import Monolith, measure, start_chain
+from helpers import services
+from helpers.core import lifecycle, stats
+from helpers.services import Monolith, costs, faults, measure, resilience, start_chain
 
 pytestmark = pytest.mark.timeout(60)
 

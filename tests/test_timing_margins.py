@@ -1,6 +1,6 @@
 """No races by construction (issue 9): every pair of durations a synchronous demo plays against
 each other (a hang against a timeout, the timeouts along a chain, a breaker's reset against the
-calls it must outlast) is derived one from the other in ``helpers.faults``' timing plans, with a
+calls it must outlast) is derived one from the other in ``helpers.services.faults``' timing plans, with a
 stated margin, and the notebooks use those plans. Swept at time scales 0.1, 0.3 and 1.0, the
 scales CI, a quick run and a learner use; a live spot check runs each race at each scale."""
 from __future__ import annotations
@@ -8,7 +8,9 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from helpers import faults, lifecycle, services
+from helpers import services
+from helpers.core import lifecycle
+from helpers.services import faults
 from helpers.tooling.paths import ROOT
 
 pytestmark = pytest.mark.timeout(120)

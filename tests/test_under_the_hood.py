@@ -36,7 +36,8 @@ def _tags(cell: nbformat.NotebookNode) -> list[str]:
 
 def helper_names(nb: nbformat.NotebookNode) -> set[str]:
     """Every name the notebook's code binds from the ``helpers`` package (``import helpers``,
-    ``from helpers import lag``, ``from helpers.lag import total_lag``, ``import helpers.lag as h``)."""
+    ``from helpers.kafka import lag``, ``from helpers.kafka.lag import total_lag``,
+    ``import helpers.kafka.lag as h``)."""
     names: set[str] = set()
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -130,7 +131,7 @@ def test_lessons_relying_on_kafka_helpers_open_one(number):
 
 
 def _notebook(snippet: str, *, heading: str = f"{HEADING}: a poll loop", hidden: bool = True,
-              setup: str = "from helpers import lag") -> nbformat.NotebookNode:
+              setup: str = "from helpers.kafka import lag") -> nbformat.NotebookNode:
     cell = nbformat.v4.new_code_cell(snippet, metadata={"tags": [TAG]})
     if hidden:
         cell.metadata["jupyter"] = {"source_hidden": True}
@@ -157,7 +158,8 @@ def test_a_good_snippet_passes():
 @pytest.mark.parametrize(("change", "complaint"), [
     ({"hidden": False}, "source_hidden"),
     ({"heading": "### Under the hood"}, HEADING),
-    ({"snippet": GOOD.replace("from kafka import KafkaConsumer", "from helpers import clients")}, "import from kafka"),
+    ({"snippet": GOOD.replace("from kafka import KafkaConsumer", "from helpers.kafka import clients")},
+     "import from kafka"),
     ({"snippet": GOOD + "print(n)\n"}, "end with an assert"),
     ({"snippet": GOOD.replace("lag.total_lag(", "max(")}, "compare with a helper"),
     ({"setup": "import json"}, "compare with a helper"),
@@ -171,6 +173,7 @@ def test_each_rule_names_what_is_wrong(change, complaint):
 
 def test_helper_names_cover_every_import_form():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import helpers\nfrom helpers import lag, results as r\nfrom helpers.events import publish\n"
-        "import helpers.workflow as wf\nfrom kafka import KafkaProducer\nimport json")])
+        "import helpers\nfrom helpers.kafka import lag\nfrom helpers.shop import results as r\n"
+        "from helpers.kafka.events import publish\n"
+        "import helpers.shop.workflow as wf\nfrom kafka import KafkaProducer\nimport json")])
     assert helper_names(nb) == {"helpers", "lag", "r", "publish", "wf"}

@@ -1,4 +1,4 @@
-"""helpers.verdicts: one line on success; on failure measured, expected, machine and advice."""
+"""helpers.core.verdicts: one line on success; on failure measured, expected, machine and advice."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from helpers import verdicts
-from helpers.verdicts import ClaimFailed, Sample
+from helpers.core import verdicts
+from helpers.core.verdicts import ClaimFailed, Sample
 
 VERDICT_LINE = re.compile(r"^C\d+ holds: .*\d")
 

@@ -13,12 +13,13 @@ import time
 import psutil
 import pytest
 
-from helpers import coupling, eventplots, experiments, lifecycle, results, workflow
-from helpers.clients import TEACHING_CONSUMER
-from helpers.events import order_placed
-from helpers.events import publish as events_publish
-from helpers.eventservices import JOIN_TIMEOUT, EventService, wait_processed
-from helpers.wait import wait_until
+from helpers.core import lifecycle
+from helpers.core.wait import wait_until
+from helpers.kafka.clients import TEACHING_CONSUMER
+from helpers.kafka.events import order_placed
+from helpers.kafka.events import publish as events_publish
+from helpers.shop import coupling, eventplots, experiments, results, workflow
+from helpers.shop.service import JOIN_TIMEOUT, EventService, wait_processed
 
 PAY, SHIP = 0.05, 0.03  # seconds of work per order (TIME_SCALE 0.1 of 0.5 s and 0.3 s)
 
@@ -440,7 +441,7 @@ def test_a_subclass_sets_the_delay_per_event_and_a_slow_one_holds_up_no_other(ka
 def test_one_worker_takes_the_events_in_turn_and_commits_what_it_processed(kafka):
     from kafka import TopicPartition
 
-    from helpers.eventservices import _Work  # the loop's bookkeeping, without a broker
+    from helpers.shop.service import _Work  # the loop's bookkeeping, without a broker
 
     # In turn, by construction: with one worker each event is due a full delay after the one
     # before, however late the loop read them. Checked on the schedule: a processed time is read
@@ -471,7 +472,7 @@ def test_one_worker_takes_the_events_in_turn_and_commits_what_it_processed(kafka
 def test_offsets_are_committed_only_up_to_the_first_unfinished_one():
     from kafka import TopicPartition
 
-    from helpers.eventservices import _Work  # the loop's bookkeeping, without a broker
+    from helpers.shop.service import _Work  # the loop's bookkeeping, without a broker
 
     work, tp = _Work(workers=None), TopicPartition("t", 0)
     for offset, delay in ((0, 0.5), (1, 0.0), (2, 0.0)):

@@ -11,7 +11,7 @@ Every check ``check_labN_<task>(...)``:
   line of your cell it came from), never as a traceback from inside helpers; the
   TODO stub's ``NotImplementedError`` gives "Not yet: ... still a TODO";
 * returns a :class:`CheckResult` (``.passed``, ``.message``) when it passes and records
-  the pass in :mod:`helpers.progress`;
+  the pass in :mod:`helpers.core.progress`;
 * when it does not pass, raises :class:`NotYet` (message = the feedback), which stops a
   "Run all" at the first unfinished task; Jupyter shows only the feedback, no
   traceback. ``stop=False`` returns the failed result instead (tests use it).
@@ -24,22 +24,28 @@ from __future__ import annotations
 
 from .feedback import CHECKS, CheckResult, NotYet
 from .lab1 import (
-                   Table,
-                   check_lab1_breaker,
-                   check_lab1_retries,
-                   check_lab1_timeout,
-                   check_lab1_weakest_link,
-                   healthy,
-                   lab1_compare,
-                   lab1_sabotage,
+    Table,
+    check_lab1_breaker,
+    check_lab1_retries,
+    check_lab1_timeout,
+    check_lab1_weakest_link,
+    healthy,
+    lab1_compare,
+    lab1_sabotage,
 )
 from .lab2 import check_lab2_consumer, check_lab2_envelope, check_lab2_producer
-from .lab3 import DrillResult, check_lab3_audit, check_lab3_commit_strategy, check_lab3_idempotent_handler, crash_drill
+from .lab3 import (
+    DrillResult,
+    check_lab3_audit,
+    check_lab3_commit_strategy,
+    check_lab3_idempotent_handler,
+    crash_drill,
+)
 from .lab4 import check_lab4_drain, check_lab4_plan, lab4_figure
 from .lab5 import Fulfilment, Shop, check_lab5_correlation, check_lab5_pending, check_lab5_wait_for_result, lab5_shop
 from .lab6 import check_lab6_scenarios, check_lab6_verdict
 
-#: Passing checks are recorded in helpers.progress. The generated *solution* notebooks set
+#: Passing checks are recorded in helpers.core.progress. The generated *solution* notebooks set
 #: this to False first (``checks.RECORD_PROGRESS = False``), so running them (in CI, or to
 #: peek) does not count as doing the lab. Read by the checks when they pass, from here.
 RECORD_PROGRESS = True

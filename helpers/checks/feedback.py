@@ -5,7 +5,7 @@ through :func:`learner` (or a :class:`Deadline` when it may hang), judges what h
 and either returns a success message or raises :class:`Fail` (what is wrong, and a
 hint). The decorator turns that into a :class:`CheckResult`:
 
-* ``Passed: ...``, recorded in :mod:`helpers.progress` (unless the package's
+* ``Passed: ...``, recorded in :mod:`helpers.core.progress` (unless the package's
   ``RECORD_PROGRESS`` is False: the solution notebooks switch it off);
 * ``Not yet: ...`` plus a ``Hint:`` when the body raised :class:`Fail`, when the
   learner's code is still the TODO stub (:class:`Todo`), or when it raised
@@ -30,14 +30,14 @@ from typing import Any
 from IPython import get_ipython
 from IPython.display import display
 
-from .. import progress, style
-from ..lifecycle import THREAD_PREFIX
-from ..wait import wait_until
+from ..core import progress, style
+from ..core.lifecycle import THREAD_PREFIX
+from ..core.wait import wait_until
 
 #: Frames in these folders are not the learner's: feedback names the learner's own line.
 _LIBRARY_DIRS = (str(Path(__file__).resolve().parents[1]), sys.prefix, sys.base_prefix, "<frozen")
 
-#: The status of a result, its colour (from helpers.style), and an icon (meaning never rides on colour alone).
+#: The status of a result, its colour (from helpers.core.style), and an icon (meaning never rides on colour alone).
 _LOOK = {"passed": (style.TEXT_COLOR["ok"], "✅"), "not yet": (style.OKABE_ITO["orange"], "🟡"),
          "error": (style.TEXT_COLOR["error"], "⚠️")}
 
@@ -228,7 +228,7 @@ def check(lab: int, name: str) -> Callable[[Callable[..., str]], Callable[..., C
     """Turn a function that returns a success message (or raises :class:`Fail`) into a check
     ``f(*args, stop=True, quiet=False, **kwargs) -> CheckResult`` of ``lab`` named ``name``."""
     if name not in progress.LABS[lab].checks:
-        raise ValueError(f"name must be a check of lab {lab} in helpers.progress.LABS, got {name!r}")
+        raise ValueError(f"name must be a check of lab {lab} in helpers.core.progress.LABS, got {name!r}")
 
     def decorate(body: Callable[..., str]) -> Callable[..., CheckResult]:
         @functools.wraps(body)

@@ -14,9 +14,10 @@ from typing import Any
 import pybreaker
 from tqdm.auto import tqdm
 
-from .. import calls, services
-from ..params import check_int, check_positive
-from ..wait import wait_until
+from .. import services
+from ..core.params import check_int, check_positive
+from ..core.wait import wait_until
+from ..services import calls
 from .feedback import Deadline, Fail, LearnerError, check, learner, ms, name_of
 
 # =========================================================================== lab runtimes

@@ -12,8 +12,8 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from .. import events, lag
-from ..clients import Kafka, delete_topic
+from ..kafka import events, lag
+from ..kafka.clients import Kafka, delete_topic
 from .feedback import Fail, LearnerError, check, learner
 from .scenarios import WatchedProducer, read_all
 
@@ -38,7 +38,7 @@ def check_lab2_envelope(to_event: Callable[..., Any]) -> str:
     for order in SAMPLE_ORDERS:
         event = learner(to_event, dict(order))
         if isinstance(event, dict):
-            raise Fail("`to_event` returned a dict; the course's events are `helpers.events.Event` objects.",
+            raise Fail("`to_event` returned a dict; the course's events are `helpers.kafka.events.Event` objects.",
                        "Build one with `events.Event(type, payload, key=..., source=...)`.")
         if not isinstance(event, events.Event):
             raise Fail(f"`to_event` returned a {type(event).__name__}, not an events.Event.",
@@ -97,7 +97,7 @@ def check_lab2_producer(kafka: Kafka, publish_orders: Callable[..., Any]) -> str
     try:
         decoded = [events.decode(r) for r in records]
     except events.EventError:
-        raise Fail("the records on the topic are not event envelopes (helpers.events could not decode them).",
+        raise Fail("the records on the topic are not event envelopes (helpers.kafka.events could not decode them).",
                    "Send events with `events.publish(producer, topic, to_event(order))`, not the raw order.") \
             from None
     if any(r.key is None for r in records):

@@ -15,11 +15,11 @@ from typing import Any
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from .. import events as ev
-from ..clients import Kafka, delete_topic
-from ..consumer_child import COMMIT_STRATEGIES, Crash, check_commit, consume_batches
-from ..params import check_int
-from ..reports import Tally, count_report
+from ..backlog.pollloop import COMMIT_STRATEGIES, Crash, check_commit, consume_batches
+from ..backlog.reports import Tally, count_report
+from ..core.params import check_int
+from ..kafka import events as ev
+from ..kafka.clients import Kafka, delete_topic
 from .feedback import Fail, LearnerError, check, learner, require_value
 
 # =========================================================================== the crash drill
@@ -56,7 +56,7 @@ def crash_drill(kafka: Kafka, commit: str, batch_size: int, *, events_total: int
 
     Partitions are assigned, not subscribed, so no group join is waited for: seconds
     instead of the ~10 s a real SIGKILLed member needs to be evicted (the lab shows that
-    too, with ``helpers.consumers.ConsumerProcess``).
+    too, with ``helpers.backlog.consumers.ConsumerProcess``).
     """
     check_commit(commit)
     check_int("batch_size", batch_size)
@@ -74,7 +74,7 @@ def crash_drill(kafka: Kafka, commit: str, batch_size: int, *, events_total: int
     last = -1  # the offset of the last record handled
 
     def run(crash: bool) -> None:
-        """One consumer of the group on the drill's partition, running helpers.consumer_child's
+        """One consumer of the group on the drill's partition, running helpers.backlog.pollloop's
         poll-process-commit loop until it has handled the last record (or crashes)."""
         def deliver(record: ConsumerRecord) -> None:
             nonlocal last

@@ -8,8 +8,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from .. import style
-from ..lag import LagMonitor, end_offsets
+from ..core import style
+from ..kafka.lag import LagMonitor, end_offsets
 from .feedback import Fail, check, learner
 
 
@@ -110,7 +110,7 @@ def _monitor_of(monitor: Any) -> LagMonitor:
     inner = getattr(monitor, "monitor", monitor)  # a lagplots.LiveLagPlot holds a LagMonitor
     if not isinstance(inner, LagMonitor):
         raise Fail(f"the check needs the LagMonitor of your run, got {type(monitor).__name__}.",
-                   "Return the `helpers.lag.LagMonitor` (or `lagplots.LiveLagPlot`) that sampled your run.")
+                   "Return the `helpers.kafka.lag.LagMonitor` (or `lagplots.LiveLagPlot`) that sampled your run.")
     return inner
 
 

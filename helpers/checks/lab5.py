@@ -1,8 +1,8 @@
 """Lab 5, embrace the async: a web front end that publishes an order with a correlation
 id, waits for its result with a deadline, and answers "pending" rather than guessing.
 :func:`lab5_shop` starts the lab's world: topics, a back office that answers
-(:class:`Fulfilment`, an :class:`~helpers.eventservices.EventService`) and the front
-end's one long-lived result consumer (a :class:`~helpers.results.ResultDispatcher`)."""
+(:class:`Fulfilment`, an :class:`~helpers.shop.service.EventService`) and the front
+end's one long-lived result consumer (a :class:`~helpers.shop.results.ResultDispatcher`)."""
 from __future__ import annotations
 
 import threading
@@ -13,13 +13,13 @@ from typing import Any
 
 from kafka import KafkaConsumer
 
-from .. import events as ev
-from ..clients import Kafka, delete_topic
-from ..eventservices import EventService, check_text
-from ..lifecycle import THREAD_PREFIX, register, unregister
-from ..params import check_positive
-from ..results import ResultDispatcher
-from ..wait import wait_until
+from ..core.lifecycle import THREAD_PREFIX, register, unregister
+from ..core.params import check_positive
+from ..core.wait import wait_until
+from ..kafka import events as ev
+from ..kafka.clients import Kafka, delete_topic
+from ..shop.results import ResultDispatcher
+from ..shop.service import EventService, check_text
 from .feedback import Deadline, Fail, LearnerError, check, learner
 from .scenarios import WatchedProducer, from_beginning, read_all
 
@@ -80,7 +80,7 @@ class Shop:
     correlation id. :meth:`results_consumer` is the demo's shortcut instead: a fresh
     consumer that scans ``results`` from offset 0. Close the shop (or use it as a context
     manager) to stop everything and delete the topics. It registers in
-    :mod:`helpers.lifecycle` (kind "shop"), so ``helpers.stop_all()`` closes it too."""
+    :mod:`helpers.core.lifecycle` (kind "shop"), so ``helpers.stop_all()`` closes it too."""
 
     def __init__(self, kafka: Kafka, *, fast: float, slow: float, producer: Any = None):
         self.kafka = kafka
@@ -130,7 +130,7 @@ class Shop:
             delete_topic(self.kafka, topic)
         unregister(self)
 
-    stop = close  # what helpers.lifecycle.stop_all() calls
+    stop = close  # what helpers.core.lifecycle.stop_all() calls
 
     def __enter__(self) -> Shop:
         return self

@@ -7,8 +7,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..faultplan import FAULTS, Scenario, as_scenarios
-from ..shoprun import SIDES, Fault, Order, Run
+from ..capstone.runs import SIDES, Fault, Order, Run
+from ..capstone.scenarios import FAULTS, Scenario, as_scenarios
 from .feedback import Fail, check, learner
 
 #: What a verdict answers, and the words it answers with.

@@ -9,14 +9,14 @@ from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.producer.future import FutureRecordMetadata
 
-from ..clients import Kafka, read_from_start
-from ..lag import end_offsets
-from ..wait import wait_until
+from ..core.wait import wait_until
+from ..kafka.clients import Kafka, read_from_start
+from ..kafka.lag import end_offsets
 
 
 def from_beginning(kafka: Kafka, topic: str) -> KafkaConsumer:
     """A new consumer assigned every partition of ``topic`` (no group), at the beginning
-    (:func:`helpers.clients.read_from_start`)."""
+    (:func:`helpers.kafka.clients.read_from_start`)."""
     consumer = kafka.consumer()
     try:
         read_from_start(consumer, topic)

@@ -8,8 +8,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from ..broker import connect
-from ..clients import Kafka
+from ..kafka.broker import connect
+from ..kafka.clients import Kafka
 
 
 class UsageError(Exception):

@@ -8,7 +8,7 @@ It measures, on this machine:
 - a consumer group's time to its first message with the teaching settings;
 - producer throughput: fire-and-forget sends (one flush at the end) against waiting for
   every acknowledgement, and their ratio;
-- lesson 5's comparison (:func:`helpers.coupling.compare_coupling`): orders through a
+- lesson 5's comparison (:func:`helpers.shop.coupling.compare_coupling`): orders through a
   synchronous chain of HTTP services (callers wait for each answer) against publishing one
   event per order (the producer waits only for the broker), and their ratio;
 - how many points a second a lag monitor delivers (what a live lag chart can draw);
@@ -41,13 +41,14 @@ from typing import Any
 import psutil
 from kafka import KafkaConsumer
 
-from .. import events, workflow
-from ..clients import Kafka, delete_topic, unique_name
-from ..coupling import compare_coupling
-from ..embedded import ENV_STATE_DIR, start_embedded, stop_embedded
-from ..lag import LagMonitor
-from ..params import ENV_TIME_SCALE, check_int, check_positive
-from ..wait import wait_until
+from ..core.params import ENV_TIME_SCALE, check_int, check_positive
+from ..core.wait import wait_until
+from ..kafka import events
+from ..kafka.clients import Kafka, delete_topic, unique_name
+from ..kafka.embedded import ENV_STATE_DIR, start_embedded, stop_embedded
+from ..kafka.lag import LagMonitor
+from ..shop import workflow
+from ..shop.coupling import compare_coupling
 from . import connect_kafka, runner
 from .paths import BUILD, ROOT
 
@@ -177,11 +178,11 @@ def producer_throughput(kafka: Kafka, fire_and_forget: int = FIRE_AND_FORGET_MES
             "acked_messages": acked, "acked_each_per_s": round(acked_rate, 1),
             "acked_each_linger0_per_s": round(acked / linger0_seconds, 1),
             "ratio": round(ff_rate / acked_rate, 2), "message_bytes": len(value),
-            "settings": "helpers.clients.TEACHING_PRODUCER (acks='all', linger_ms=5)"}
+            "settings": "helpers.kafka.clients.TEACHING_PRODUCER (acks='all', linger_ms=5)"}
 
 
 def sync_vs_events(kafka: Kafka, time_scale: float = 0.1, orders: int = ORDERS) -> dict[str, Any]:
-    """Lesson 5's comparison, with the lesson's own code (:func:`helpers.coupling.compare_coupling`)."""
+    """Lesson 5's comparison, with the lesson's own code (:func:`helpers.shop.coupling.compare_coupling`)."""
     check_positive("time_scale", time_scale)
     check_int("orders", orders)
     pay, ship = PAYMENT_S * time_scale, SHIPPING_S * time_scale
@@ -190,8 +191,9 @@ def sync_vs_events(kafka: Kafka, time_scale: float = 0.1, orders: int = ORDERS) 
     if run.sync_ok != orders or run.events_ok != orders:
         raise RuntimeError(f"lesson 5 comparison incomplete: sync {run.sync_ok}/{orders}, "
                            f"events {run.events_ok}/{orders}")
-    return {"method": (f"helpers.coupling.compare_coupling (lesson 5): {orders} orders, payment {pay * 1000:g} ms + "
-                       f"shipping {ship * 1000:g} ms of work each; synchronous: {SYNC_WORKERS} client threads "
+    return {"method": (f"helpers.shop.coupling.compare_coupling (lesson 5): {orders} orders, "
+                       f"payment {pay * 1000:g} ms + shipping {ship * 1000:g} ms of work each; "
+                       f"synchronous: {SYNC_WORKERS} client threads "
                        "through the HTTP chain orders -> payments -> shipping, each waiting for its answer; "
                        "events: one producer thread publishing OrderPlaced and waiting only for the broker's acks"),
             "orders": orders, "sync_per_s": round(run.sync_throughput, 1),
@@ -202,7 +204,7 @@ def sync_vs_events(kafka: Kafka, time_scale: float = 0.1, orders: int = ORDERS) 
 
 
 def lag_sampling(kafka: Kafka, seconds: float = LAG_SAMPLING_S, interval: float = LAG_INTERVAL_S) -> dict[str, Any]:
-    """Points a second a :class:`helpers.lag.LagMonitor` asked for ``interval`` delivers
+    """Points a second a :class:`helpers.kafka.lag.LagMonitor` asked for ``interval`` delivers
     (what a live lag chart can draw), on a 3-partition topic holding 100 uncommitted events;
     every point must show that lag."""
     check_positive("seconds", seconds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import broker, embedded
+from ..kafka import broker, embedded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ import importlib
 import sys
 from dataclasses import dataclass
 
-from ..probe import BrokerUnavailable
+from ..kafka.probe import BrokerUnavailable
 from . import UsageError
 
 
@@ -32,7 +32,7 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command("start", "helpers.tooling.start", "ensure Kafka, then open JupyterLab on the first lesson"),
-    Command("doctor", "helpers.tooling.doctor", "check Python, packages and Kafka; exit non-zero naming the fix"),
+    Command("doctor", "helpers.doctor", "check Python, packages and Kafka; exit non-zero naming the fix"),
     Command("broker", "helpers.tooling.brokerctl", "the embedded broker: start | stop | status [--json]"),
     Command("run", "helpers.tooling.runner", "execute every lesson and lab solution headless; print a table"),
     Command("labs", "helpers.tooling.labgen",

@@ -32,7 +32,7 @@ from typing import Any
 
 import psutil
 
-from ..params import check_positive
+from ..core.params import check_positive
 from . import UsageError, connect_kafka, standalone
 from .bench import RssSampler
 from .runner import Result, course_notebooks, notebook_paths, run_notebook
@@ -80,7 +80,7 @@ def run_pass(notebooks: list[Path], out: Path, workers: int = WORKERS) -> dict[s
     check_positive("workers", workers)
     import papermill.engines
 
-    from .. import embedded
+    from ..kafka import embedded
 
     kafka = connect_kafka()
     state = embedded.live_state() if getattr(kafka, "kind", "") == "embedded" else None

@@ -4,7 +4,7 @@ The claims and the lessons that demonstrate them live in ``docs/claims.md`` (a m
 table: ``| C1 | the claim | 1, 2 |``). :func:`claim_problems` checks that a claim is
 tagged ``claim-Cn`` on a code cell of its lesson and that the next code cell starts
 ``# check: Cn`` and asserts on something measured: an ``assert``, or
-``verdicts.check("Cn", holds, ...)`` (:mod:`helpers.verdicts`) whose conditions are
+``verdicts.check("Cn", holds, ...)`` (:mod:`helpers.core.verdicts`) whose conditions are
 computed from measured values. Only claims whose first lesson exists are required
 (:func:`required_claims`), so a claim can be listed before its lesson is written.
 

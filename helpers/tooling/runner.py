@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..params import ENV_TIME_SCALE, check_positive
+from ..core.params import ENV_TIME_SCALE, check_positive
 from . import UsageError, connect_kafka
 from .paths import BUILD, LABS, LESSONS, ROOT
 

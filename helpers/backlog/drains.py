@@ -1,0 +1,137 @@
+"""Draining one backlog with consumer groups of different sizes (claim C14).
+
+:func:`compare_drains` starts one fresh, paused group per size on the same topic (they
+join at once: joining takes seconds on any broker and is not what is measured), then
+resumes each in turn and times it from the resume to its last needed event. With more
+members than partitions the extra members sit idle: the partition count bounds the
+parallelism. :class:`DrainResult` holds one measurement.
+
+How long to wait for a drain is derived, in one place, from the work itself:
+:func:`deadline` gives the events ``DEADLINE_MARGIN`` times the time they need at the
+group's rate, plus ``REBALANCE_S`` for each group join or rebalance on the way (those run
+on the broker's clock and do not scale with TIME_SCALE).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..core import lifecycle
+from ..core.params import check_int, check_positive
+from ..kafka.clients import Kafka
+from .consumers import SESSION_TIMEOUT_S, ConsumerGroup, stop_many, wait_processed
+from .reports import count_report
+
+#: A deadline gives the work this many times the time it needs at its nominal rate (margin: a
+#: busy machine processes slower, and a deadline should only fail a run that is stuck) ...
+DEADLINE_MARGIN = 5.0
+#: ... plus this much for each group join or rebalance on the way: ten session timeouts (the
+#: embedded broker completes one after about half a session timeout on an idle machine, Apache
+#: Kafka sooner; one was seen to take 28 s on a 2-core machine with a load average of 10).
+#: Unscaled: it runs on the broker's clock.
+REBALANCE_S = 10 * SESSION_TIMEOUT_S
+
+
+def deadline(events: int, rate: float, *, rebalances: int = 0) -> float:
+    """Seconds to allow for ``events`` to be processed at ``rate`` events/s (the net rate at
+    which a backlog shrinks), with ``rebalances`` group joins or rebalances on the way."""
+    check_int("events", events, minimum=0)
+    check_positive("rate", rate)
+    check_int("rebalances", rebalances, minimum=0)
+    return DEADLINE_MARGIN * events / rate + rebalances * REBALANCE_S + 1.0
+
+
+@dataclass
+class DrainResult:
+    """How long a group of ``consumers`` members took to drain ``events`` events."""
+
+    consumers: int
+    seconds: float
+    events: int
+    rate: float
+    assignment: dict[str, list[int]]
+    duplicates: int = 0
+
+    @property
+    def idle(self) -> list[str]:
+        """Members that got no partition."""
+        return [m for m, parts in self.assignment.items() if not parts]
+
+    @property
+    def throughput(self) -> float:
+        """Events per second."""
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+    def __str__(self) -> str:
+        busy = self.consumers - len(self.idle)
+        return (f"{self.consumers} consumer(s) ({busy} busy, {len(self.idle)} idle): "
+                f"{self.events} events in {self.seconds:.2f} s = {self.throughput:.0f} events/s")
+
+
+def start_drain_groups(kafka: Kafka, topic: str, sizes: Iterable[int], *, rate: float = 100.0,
+                       batch_size: int = 10) -> list[ConsumerGroup]:
+    """Start one fresh, paused group per size on ``topic``: they join now, drain later.
+
+    Pass them to :func:`compare_drains` (``groups=``), which resumes and times them.
+    """
+    sizes = [check_int("consumers", n) for n in sizes]
+    if not sizes:
+        raise ValueError("sizes must name at least one group size")
+    check_positive("rate", rate)
+    groups = [ConsumerGroup(kafka, topic, n, rate=rate, batch_size=batch_size, paused=True, prefix="drain")
+              for n in sizes]
+    try:
+        for g in groups:
+            g.start()
+    except BaseException:
+        for g in groups:
+            g.stop()
+        raise
+    return groups
+
+
+def compare_drains(kafka: Kafka, topic: str, sizes: Iterable[int], expected: Iterable[str] | int, *,
+                   rate: float = 100.0, batch_size: int = 10, timeout: float | None = None,
+                   groups: list[ConsumerGroup] | None = None, progress: bool = False) -> list[DrainResult]:
+    """Drain the same backlog once per group size, each with a fresh group, and time it.
+
+    All groups start paused and join at once (joining takes seconds on any broker and
+    is not what we measure); then each group in turn is resumed and timed from the
+    resume to its last needed event. ``groups`` (from :func:`start_drain_groups`) skips
+    the start: they may have joined while something else ran. All are stopped at the end.
+    ``timeout`` (per wait) defaults to :func:`deadline` for one member and one join;
+    ``progress`` shows a bar per group while it drains.
+    """
+    sizes = [check_int("consumers", n) for n in sizes]
+    if not sizes:
+        raise ValueError("sizes must name at least one group size")
+    check_positive("rate", rate)
+    if not isinstance(expected, int):
+        expected = list(expected)
+    count = expected if isinstance(expected, int) else len(expected)
+    timeout = deadline(count, rate, rebalances=1) if timeout is None else check_positive("timeout", timeout)
+    if groups is None:
+        groups = start_drain_groups(kafka, topic, sizes, rate=rate, batch_size=batch_size)
+    elif [g.size for g in groups] != sizes or any(g.topic != topic for g in groups):
+        raise ValueError(f"groups must be {len(sizes)} groups of sizes {sizes} on {topic!r}")
+    results = []
+    try:
+        assignments = [g.wait_assigned(timeout=timeout) for g in groups]
+        for g, assignment in zip(groups, assignments):
+            t0 = time.time()
+            g.resume()
+            label = f"{g.size} consumer{'s' if g.size > 1 else ''} draining" if progress else None
+            t_end = wait_processed([g], expected, timeout=timeout, progress=label)
+            records = g.processed()
+            ids = [r["event_id"] for r in records] if isinstance(expected, int) else expected
+            tally = count_report(ids, records)
+            results.append(DrainResult(consumers=g.size, seconds=max(t_end - t0, 1e-6),
+                                       events=tally.unique, rate=g.rate, assignment=assignment,
+                                       duplicates=tally.duplicates))
+            g.pause()  # drained: stays idle until all are stopped together
+    finally:
+        stop_many([m for g in groups for m in g.members])
+        for g in groups:
+            lifecycle.unregister(g)
+    return results

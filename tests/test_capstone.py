@@ -1,4 +1,4 @@
-"""Lab 6, the capstone: the twin shop (a synchronous chain and event services under one
+"""Lab 7, the capstone: the twin shop (a synchronous chain and event services under one
 clock and one fault), the record of a run, the chaos panel, and the lab's checks: each
 passes a different correct solution and gives typical mistakes their own feedback.
 
@@ -15,7 +15,7 @@ from checking import assert_not_yet, assert_passes, judge
 from helpers import capstone, checks
 from helpers.capstone import chaos
 from helpers.capstone.runs import SIDES, Fault, Order, Run
-from helpers.checks import lab6
+from helpers.checks import lab7
 from helpers.core import lifecycle, progress
 
 TIME_SCALE = 0.1
@@ -102,7 +102,7 @@ def test_a_run_answers_windows_losses_duplicates_and_series():
 def test_run_figure_and_numbers_cover_both_sides_in_their_roles():
     from helpers.core import style
 
-    run = lab6.recorded_runs()[0]
+    run = lab7.recorded_runs()[0]
     fig = chaos.run_figure(run)
     assert len(fig.data) == 7 and len(fig.layout.shapes) == 4
     colours = {t.line.color for t in fig.data}
@@ -112,7 +112,7 @@ def test_run_figure_and_numbers_cover_both_sides_in_their_roles():
     assert "failed during the fault" in numbers and "lost (never shipped)" in numbers
 
 
-# =========================================================================== lab 6, task 1: the scenarios
+# =========================================================================== lab 7, task 1: the scenarios
 
 
 def _four(seconds):
@@ -122,46 +122,46 @@ def _four(seconds):
             {"fault": "flood", "seconds": seconds}]
 
 
-def test_lab6_scenarios():
+def test_lab7_scenarios():
     def as_objects(timeout):  # a different correct solution: Scenario objects, different durations and levels
         return [capstone.Scenario("kill", "payments", 3 * timeout), capstone.Scenario("kill", "shipping", 5 * timeout),
                 capstone.Scenario("slow", "payments", 6 * timeout, level=timeout / 2),
                 capstone.Scenario("pause", "shipping", 8 * timeout, level=timeout),
                 capstone.Scenario("flood", "orders", 2.5 * timeout, level=3)]
 
-    assert_passes(judge(checks.check_lab6_scenarios, as_objects, 0.5))
-    assert_not_yet(judge(checks.check_lab6_scenarios, lambda timeout: _four(timeout / 2), 0.5),
+    assert_passes(judge(checks.check_lab7_scenarios, as_objects, 0.5))
+    assert_not_yet(judge(checks.check_lab7_scenarios, lambda timeout: _four(timeout / 2), 0.5),
                    "shorter than the customer's timeout", "at least twice the timeout")
-    assert_not_yet(judge(checks.check_lab6_scenarios, lambda timeout: _four(1.5 * timeout), 0.5),
+    assert_not_yet(judge(checks.check_lab7_scenarios, lambda timeout: _four(1.5 * timeout), 0.5),
                    "less than twice the timeout")
-    assert_not_yet(judge(checks.check_lab6_scenarios, lambda timeout: _four(2.0), 0.5),
+    assert_not_yet(judge(checks.check_lab7_scenarios, lambda timeout: _four(2.0), 0.5),
                    "6 times the lab's", "Derive every duration from the `timeout` argument")
-    assert_not_yet(judge(checks.check_lab6_scenarios, lambda timeout: _four(4 * timeout)[:3], 0.5),
+    assert_not_yet(judge(checks.check_lab7_scenarios, lambda timeout: _four(4 * timeout)[:3], 0.5),
                    "no flood scenario")
-    assert_not_yet(judge(checks.check_lab6_scenarios, lambda timeout: _four(4 * timeout)[1:], 0.5),
+    assert_not_yet(judge(checks.check_lab7_scenarios, lambda timeout: _four(4 * timeout)[1:], 0.5),
                    "no kill scenario")
     shipping_only = lambda timeout: [dict(s, service="shipping") if s["fault"] == "kill" else s  # noqa: E731
                                      for s in _four(4 * timeout)]
-    assert_not_yet(judge(checks.check_lab6_scenarios, shipping_only, 0.5), "none of your scenarios kills payments")
-    assert_not_yet(judge(checks.check_lab6_scenarios, lambda timeout: _four(20 * timeout), 0.5),
+    assert_not_yet(judge(checks.check_lab7_scenarios, shipping_only, 0.5), "none of your scenarios kills payments")
+    assert_not_yet(judge(checks.check_lab7_scenarios, lambda timeout: _four(20 * timeout), 0.5),
                    "more than 10 customer timeouts")
-    assert_not_yet(judge(checks.check_lab6_scenarios,
+    assert_not_yet(judge(checks.check_lab7_scenarios,
                          lambda timeout: [*_four(4 * timeout), {"fault": "kill", "service": "orders", "seconds": 1}],
                          0.5), "not valid", "service must be one of")
     trickle = {"fault": "flood", "level": 1.5}
-    assert_not_yet(judge(checks.check_lab6_scenarios,
+    assert_not_yet(judge(checks.check_lab7_scenarios,
                          lambda timeout: [*_four(4 * timeout), {**trickle, "seconds": 4 * timeout}], 0.5),
                    "busy afternoon")
-    assert_not_yet(judge(checks.check_lab6_scenarios, lambda timeout: None, 0.5), "returned None")
+    assert_not_yet(judge(checks.check_lab7_scenarios, lambda timeout: None, 0.5), "returned None")
 
     def stub(timeout):
         raise NotImplementedError("your code here")
 
-    assert_not_yet(judge(checks.check_lab6_scenarios, stub, 0.5), "still has the TODO stub")
-    assert_not_yet(judge(checks.check_lab6_scenarios, as_objects, "0.5"), "the check needs the customer's timeout")
+    assert_not_yet(judge(checks.check_lab7_scenarios, stub, 0.5), "still has the TODO stub")
+    assert_not_yet(judge(checks.check_lab7_scenarios, as_objects, "0.5"), "the check needs the customer's timeout")
 
 
-# =========================================================================== lab 6, task 2: the verdict
+# =========================================================================== lab 7, task 2: the verdict
 
 
 def _verdict(run, *, window=True, after_drain=True, refused_is_lost=False, lag=True):
@@ -208,39 +208,39 @@ def _by_orders(run):
     return {"kept_taking_orders": answer(kept), "lost_none": answer(lost_none), "recovered_faster": faster}
 
 
-def test_lab6_verdict_on_recorded_runs():
-    run = lab6.recorded_runs()[0]
-    assert_passes(judge(checks.check_lab6_verdict, _verdict, run))
-    assert_passes(judge(checks.check_lab6_verdict, _by_orders, run))
-    assert_not_yet(judge(checks.check_lab6_verdict, lambda r: _verdict(r, window=False), run),
+def test_lab7_verdict_on_recorded_runs():
+    run = lab7.recorded_runs()[0]
+    assert_passes(judge(checks.check_lab7_verdict, _verdict, run))
+    assert_passes(judge(checks.check_lab7_verdict, _by_orders, run))
+    assert_not_yet(judge(checks.check_lab7_verdict, lambda r: _verdict(r, window=False), run),
                    "Did you compare totals", "run.window(side, run.fault.start, run.fault.end)")
-    assert_not_yet(judge(checks.check_lab6_verdict, lambda r: _verdict(r, after_drain=False), run),
+    assert_not_yet(judge(checks.check_lab7_verdict, lambda r: _verdict(r, after_drain=False), run),
                    "once the backlog drained: not lost, late", "Count losses after the backlog has drained")
-    assert_not_yet(judge(checks.check_lab6_verdict, lambda r: _verdict(r, refused_is_lost=True), run),
+    assert_not_yet(judge(checks.check_lab7_verdict, lambda r: _verdict(r, refused_is_lost=True), run),
                    "refused 18 orders", "Lost means acknowledged")
-    assert_not_yet(judge(checks.check_lab6_verdict, lambda r: _verdict(r, lag=False), run),
+    assert_not_yet(judge(checks.check_lab7_verdict, lambda r: _verdict(r, lag=False), run),
                    "took that long to drain", "*and* lag back to its normal")
     always = {"kept_taking_orders": "events", "lost_none": "both", "recovered_faster": "sync"}
-    assert_not_yet(judge(checks.check_lab6_verdict, lambda r: dict(always), run),
+    assert_not_yet(judge(checks.check_lab7_verdict, lambda r: dict(always), run),
                    "on a recorded run", "you answered")
-    assert_not_yet(judge(checks.check_lab6_verdict, lambda r: "events", run), "not a dict")
-    assert_not_yet(judge(checks.check_lab6_verdict, lambda r: {"kept": "events"}, run), "it needs exactly")
-    assert_not_yet(judge(checks.check_lab6_verdict, lambda r: {**always, "lost_none": "nobody"}, run),
+    assert_not_yet(judge(checks.check_lab7_verdict, lambda r: "events", run), "not a dict")
+    assert_not_yet(judge(checks.check_lab7_verdict, lambda r: {"kept": "events"}, run), "it needs exactly")
+    assert_not_yet(judge(checks.check_lab7_verdict, lambda r: {**always, "lost_none": "nobody"}, run),
                    "is not an answer")
-    assert_not_yet(judge(checks.check_lab6_verdict, _verdict, "my run"), "the check needs the run you measured")
+    assert_not_yet(judge(checks.check_lab7_verdict, _verdict, "my run"), "the check needs the run you measured")
 
     def stub(run):
         raise NotImplementedError("your code here")
 
-    assert_not_yet(judge(checks.check_lab6_verdict, stub, run), "still has the TODO stub")
+    assert_not_yet(judge(checks.check_lab7_verdict, stub, run), "still has the TODO stub")
 
 
 def test_recorded_runs_each_have_their_own_verdict():
-    verdicts = [lab6.reference(r) for r in lab6.recorded_runs()]
-    for key in lab6.KEYS:
+    verdicts = [lab7.reference(r) for r in lab7.recorded_runs()]
+    for key in lab7.KEYS:
         assert len({v[key] for v in verdicts}) >= 2, f"every recorded run answers {key} the same: {verdicts}"
-    for run in lab6.recorded_runs():
-        assert _verdict(run) == lab6.reference(run) == _by_orders(run), run.label
+    for run in lab7.recorded_runs():
+        assert _verdict(run) == lab7.reference(run) == _by_orders(run), run.label
 
 
 # =========================================================================== the twin shop, live
@@ -275,11 +275,11 @@ def test_a_kill_fails_the_chain_and_the_event_side_loses_nothing(shop, killed):
     assert shop.services["payments"].ready and shop.chain["payments"].is_up, "both come back after the fault"
 
 
-def test_lab6_verdict_on_a_live_run(killed):
-    assert_passes(judge(checks.check_lab6_verdict, _verdict, killed))
-    assert lab6.reference(killed)["kept_taking_orders"] == "events"
-    assert lab6.reference(killed)["lost_none"] == "both"
-    assert_not_yet(judge(checks.check_lab6_verdict, lambda r: _verdict(r, after_drain=False), killed),
+def test_lab7_verdict_on_a_live_run(killed):
+    assert_passes(judge(checks.check_lab7_verdict, _verdict, killed))
+    assert lab7.reference(killed)["kept_taking_orders"] == "events"
+    assert lab7.reference(killed)["lost_none"] == "both"
+    assert_not_yet(judge(checks.check_lab7_verdict, lambda r: _verdict(r, after_drain=False), killed),
                    "on your run", "not lost, late")
 
 

@@ -978,3 +978,18 @@ def test_welcome_notebook_shows_lab_progress_after_the_course_map():
     assert len(shows) == 1 and shows[0] > course_map and nb.cells[shows[0]].cell_type == "code"
     setup = next(i for i, c in enumerate(nb.cells) if "import helpers" in c.source)
     assert setup < shows[0]
+
+
+def test_a_progress_file_from_before_the_renumbering_moves_the_capstone_to_lab_7(tmp_path, monkeypatch):
+    """Version 1 files knew the capstone as lab 6; its checks move to lab 7 and nothing else changes."""
+    old = tmp_path / "progress.json"
+    old.write_text(json.dumps({"version": 1, "labs": {"3": {"audit": "2026-11-01 10:00:00"},
+                                                      "6": {"scenarios": "2026-11-02 10:00:00"}}}))
+    monkeypatch.setenv(progress.ENV_PROGRESS_FILE, str(old))
+    status = progress.status()
+    assert status[7]["passed"] == {"scenarios": "2026-11-02 10:00:00"} and status[7]["missing"] == ["verdict"]
+    assert status[3]["passed"] == {"audit": "2026-11-01 10:00:00"}
+    progress.record(7, "verdict")
+    saved = json.loads(old.read_text())
+    assert saved["version"] == progress.VERSION and "6" not in saved["labs"]
+    assert set(saved["labs"]["7"]) == {"scenarios", "verdict"}

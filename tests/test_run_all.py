@@ -31,7 +31,7 @@ def budget(notebook: str) -> float:
 def test_budgets():
     assert budget("lessons/03_cascading_delays.ipynb") == 30
     assert budget("lessons/09_the_price.ipynb") == 45
-    assert budget("labs/solutions/06_capstone.ipynb") == 60
+    assert budget("labs/solutions/07_capstone.ipynb") == 60
     with pytest.raises(ValueError, match="notebook"):
         budget("labs/01_break_the_chain.ipynb")
 

@@ -43,7 +43,7 @@ from .lab3 import (
 )
 from .lab4 import check_lab4_drain, check_lab4_plan, lab4_figure
 from .lab5 import Fulfilment, Shop, check_lab5_correlation, check_lab5_pending, check_lab5_wait_for_result, lab5_shop
-from .lab6 import check_lab6_scenarios, check_lab6_verdict
+from .lab7 import check_lab7_scenarios, check_lab7_verdict
 
 #: Passing checks are recorded in helpers.core.progress. The generated *solution* notebooks set
 #: this to False first (``checks.RECORD_PROGRESS = False``), so running them (in CI, or to
@@ -58,5 +58,5 @@ __all__ = [
     "check_lab3_commit_strategy", "check_lab3_audit", "check_lab3_idempotent_handler", "crash_drill", "DrillResult",
     "check_lab4_plan", "check_lab4_drain", "lab4_figure",
     "check_lab5_correlation", "check_lab5_wait_for_result", "check_lab5_pending", "lab5_shop", "Shop", "Fulfilment",
-    "check_lab6_scenarios", "check_lab6_verdict",
+    "check_lab7_scenarios", "check_lab7_verdict",
 ]

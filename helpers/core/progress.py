@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PROGRESS_FILE = "COURSE_PROGRESS_FILE"
+#: The progress file's format: 2 since the capstone became lab 7 (see :func:`_migrate`).
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,14 @@ class Lab:
         return f"{self.number:02d}_{self.slug}.ipynb"
 
 
-#: The five labs, in course order, with the checks each one records.
+#: The labs, in course order, with the checks each one records.
 LABS: dict[int, Lab] = {lab.number: lab for lab in (
     Lab(1, "break_the_chain", "Break the chain", ("weakest_link", "timeout", "retries", "breaker")),
     Lab(2, "from_calls_to_events", "From calls to events", ("envelope", "producer", "consumer")),
     Lab(3, "survive_the_outage", "Survive the outage", ("commit_strategy", "audit", "idempotent_handler")),
     Lab(4, "drain_the_backlog", "Drain the backlog", ("plan", "drain")),
     Lab(5, "embrace_the_async", "Embrace the async", ("correlation", "wait_for_result", "pending")),
-    Lab(6, "capstone", "The capstone", ("scenarios", "verdict")),
+    Lab(7, "capstone", "The capstone", ("scenarios", "verdict")),
 )}
 
 
@@ -59,9 +61,21 @@ def _read() -> dict[str, Any]:
     try:
         data = json.loads(path().read_text())
     except (OSError, ValueError):  # missing or unreadable: no progress yet
-        return {"version": 1, "labs": {}}
+        return {"version": VERSION, "labs": {}}
     if not isinstance(data, dict) or not isinstance(data.get("labs"), dict):
-        return {"version": 1, "labs": {}}
+        return {"version": VERSION, "labs": {}}
+    return _migrate(data)
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a file written by an earlier course up to :data:`VERSION`. Version 1 knew six labs,
+    the capstone as lab 6; since version 2 the capstone is lab 7 (a lab on the outbox and
+    idempotent consumers came before it), so a learner's capstone checks move with it."""
+    if data.get("version", 1) < 2:
+        capstone = data["labs"].pop("6", None)
+        if capstone:
+            data["labs"].setdefault("7", {}).update(capstone)
+    data["version"] = VERSION
     return data
 
 

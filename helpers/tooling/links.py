@@ -29,7 +29,7 @@ COURSE_PATH: tuple[tuple[str, str], ...] = (
     ("lessons", "00"), ("lessons", "01"), ("lessons", "02"), ("lessons", "03"), ("labs", "01"),
     ("lessons", "04"), ("labs", "02"), ("lessons", "05"), ("lessons", "06"), ("labs", "03"),
     ("lessons", "07"), ("labs", "04"), ("lessons", "08"), ("labs", "05"),
-    ("lessons", "09"), ("labs", "06"),
+    ("lessons", "09"), ("labs", "06"), ("labs", "07"),
 )
 BINDER_URL = "https://mybinder.org"
 DEFAULT_REF = "main"

@@ -1,6 +1,6 @@
-"""Lab 6, the capstone: the same shop built both ways under the same faults. The learner
-writes the fault scenarios (:func:`check_lab6_scenarios`) and the verdict on a measured run
-(:func:`check_lab6_verdict`), which is judged on the learner's own run and on recorded ones."""
+"""Lab 7, the capstone: the same shop built both ways under the same faults. The learner
+writes the fault scenarios (:func:`check_lab7_scenarios`) and the verdict on a measured run
+(:func:`check_lab7_verdict`), which is judged on the learner's own run and on recorded ones."""
 from __future__ import annotations
 
 import math
@@ -42,13 +42,13 @@ def _scenarios_for(fault_scenarios: Callable[..., Any], timeout: float) -> list[
     return scenarios
 
 
-@check(6, "scenarios")
-def check_lab6_scenarios(fault_scenarios: Callable[..., Any], timeout: float) -> str:
+@check(7, "scenarios")
+def check_lab7_scenarios(fault_scenarios: Callable[..., Any], timeout: float) -> str:
     """``fault_scenarios(timeout) -> [scenario, ...]``: each fault at least once (a kill of
     payments among them), each lasting from 2 to 10 customer timeouts, derived from ``timeout``."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise Fail(f"the check needs the customer's timeout in seconds, got {timeout!r}.",
-                   "Call it as in the notebook: `checks.check_lab6_scenarios(fault_scenarios, PLAN.timeout)`.")
+                   "Call it as in the notebook: `checks.check_lab7_scenarios(fault_scenarios, PLAN.timeout)`.")
     for attempt, t in enumerate((timeout, SLOWER * timeout)):
         scenarios = _scenarios_for(fault_scenarios, t)
         kinds = {s.fault for s in scenarios}
@@ -205,13 +205,13 @@ def _diagnose(key: str, run: Run, got: str, truth: str, where: str) -> Fail:
                 f"that gets there sooner recovered faster ('both' within one bin, {run.bin:g} s).")
 
 
-@check(6, "verdict")
-def check_lab6_verdict(verdict: Callable[..., Any], run: Run) -> str:
+@check(7, "verdict")
+def check_lab7_verdict(verdict: Callable[..., Any], run: Run) -> str:
     """``verdict(run) -> {"kept_taking_orders", "lost_none", "recovered_faster"}``, each one of
     'sync', 'events', 'both', 'neither', right on your run and on five recorded ones."""
     if not isinstance(run, Run):
         raise Fail(f"the check needs the run you measured, got {type(run).__name__}.",
-                   "Pass `run`, the Run that `shop.run(...)` returned: `checks.check_lab6_verdict(verdict, run)`.")
+                   "Pass `run`, the Run that `shop.run(...)` returned: `checks.check_lab7_verdict(verdict, run)`.")
     cases = [(f"on your run ({run.label})", run, _robust_keys(run))]
     cases += [(f"on a recorded run ({case.label})", case, list(KEYS)) for case in recorded_runs()]
     for where, case, keys in cases:

@@ -488,10 +488,30 @@ def test_lab2_consumer(kafka):
 
 def test_lab3_commit_strategy(kafka):
     assert_passes(judge(checks.check_lab3_commit_strategy, kafka, "after", 1))  # different: commit every event
-    assert_not_yet(judge(checks.check_lab3_commit_strategy, kafka, "before", 10), "never processed", "'after'")
-    assert_not_yet(judge(checks.check_lab3_commit_strategy, kafka, "after", 50), "twice", "smaller BATCH_SIZE")
+    assert_passes(judge(checks.check_lab3_commit_strategy, kafka, "after", 20))  # the largest that meets "20"
+    assert_not_yet(judge(checks.check_lab3_commit_strategy, kafka, "before", 10), "never processed", "'after'",
+                   "10 events were")
+    assert_not_yet(judge(checks.check_lab3_commit_strategy, kafka, "after", 50), "50 events twice",
+                   "a whole batch")
+    assert_not_yet(judge(checks.check_lab3_commit_strategy, kafka, "after", 500), "repeats all 500")
+    assert_not_yet(judge(checks.check_lab3_commit_strategy, kafka, "before", 500), "loses the whole batch")
     assert_not_yet(judge(checks.check_lab3_commit_strategy, kafka, "auto", 10), "the choices are")
     assert_not_yet(judge(checks.check_lab3_commit_strategy, kafka, ..., 10), "`COMMIT` is still `...`")
+
+
+def test_lab3_rejects_a_batch_size_that_passes_only_with_a_lucky_crash(kafka):
+    """BATCH_SIZE=21 meets "at most 20 repeated" only if the crash spares the batch's last event: the drill
+    before issue 19 crashed while processing it, and passed 21. The worst moment repeats all 21."""
+    lucky = checks.crash_drill(kafka, "after", 21, crash_at=3 * 21 - 1)
+    assert (lucky.tally.missing, lucky.tally.duplicates) == (0, 20), lucky.tally
+    worst = checks.crash_drill(kafka, "after", 21)
+    assert (worst.tally.missing, worst.tally.duplicates) == (0, 21), worst.tally
+    assert worst.crash == "after processing events 42-62 (a whole batch), before committing it"
+    assert_not_yet(judge(checks.check_lab3_commit_strategy, kafka, "after", 21), "21 events twice",
+                   "the limit is 20", "after processing events 42-62")
+    # commit 'before' is lucky when the crash comes late in a batch; at its worst it loses the whole batch
+    assert_not_yet(judge(checks.check_lab3_commit_strategy, kafka, "before", 1), "1 event was never processed",
+                   "after committing event 2")
 
 
 def test_crash_drill_counts_what_each_strategy_does(kafka):
@@ -499,6 +519,11 @@ def test_crash_drill_counts_what_each_strategy_does(kafka):
     before = checks.crash_drill(kafka, "before", 10, crash_at=25).tally
     assert (after.missing, after.duplicates) == (0, 5)
     assert (before.missing, before.duplicates) == (5, 0)
+    worst_after = checks.crash_drill(kafka, "after", 10)      # the worst moment: a whole batch at stake
+    worst_before = checks.crash_drill(kafka, "before", 10)
+    assert (worst_after.tally.missing, worst_after.tally.duplicates) == (0, 10)
+    assert (worst_before.tally.missing, worst_before.tally.duplicates) == (10, 0)
+    assert worst_before.crash == "after committing events 20-29 (a whole batch), before processing any of them"
     with pytest.raises(ValueError, match="commit"):
         checks.crash_drill(kafka, "sometimes", 10)
 
@@ -569,11 +594,57 @@ def test_lab3_idempotent_handler(kafka):
             seen.add(event.payload["order_id"])
             naive(state, event)
 
-    assert_not_yet(judge(checks.check_lab3_idempotent_handler, kafka, naive), "charged them again", "event ids")
+    assert_not_yet(judge(checks.check_lab3_idempotent_handler, kafka, naive), "charged them again", "event ids",
+                   "a whole batch")
     assert_not_yet(judge(checks.check_lab3_idempotent_handler, kafka, by_order), "two different payments",
                    "not by order id")
     assert_not_yet(judge(checks.check_lab3_idempotent_handler, kafka, lambda state, event: None),
-                   "`state['charged']` is not a dict")
+                   "nobody was charged anything")
+
+    def replaces(state, event):  # throws away the totals it was given
+        state["charged"] = [event.payload["amount"]]
+
+    assert_not_yet(judge(checks.check_lab3_idempotent_handler, kafka, replaces), "`state['charged']` is not a dict")
+
+
+def test_lab3_task3_natural_code_passes(kafka):
+    """The code the task's words invite: `state['charged'][customer] += amount` on the state it is given, and
+    the handled ids kept in `state` as the hint says (the check gave `{}` before issue 19: KeyError)."""
+    def charge(state, event):
+        if event.event_id in state.setdefault("handled", set()):
+            return
+        state["handled"].add(event.event_id)
+        state["charged"][event.payload["customer"]] += event.payload["amount"]
+
+    def with_get(state, event):
+        seen = state.setdefault("seen", set())
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            customer = event.payload["customer"]
+            state["charged"][customer] = state["charged"].get(customer, 0) + event.payload["amount"]
+
+    assert_passes(judge(checks.check_lab3_idempotent_handler, kafka, charge))
+    assert_passes(judge(checks.check_lab3_idempotent_handler, kafka, with_get))
+
+
+def test_lab3_rejects_a_handler_that_passes_only_with_a_lucky_crash(kafka):
+    """A handler that remembers only the last 8 ids it applied survives a crash that repeats 7 events (the
+    check's drill before issue 19 crashed mid-batch, at event 27 of batches of 10), not one at the worst
+    moment, which repeats the whole batch of 10."""
+    def recent_only(state, event):
+        recent = state.setdefault("recent", collections.deque(maxlen=8))
+        if event.event_id in recent:
+            return
+        recent.append(event.event_id)
+        state["charged"][event.payload["customer"]] += event.payload["amount"]
+
+    state = {"charged": collections.Counter()}
+    lucky = checks.crash_drill(kafka, "after", 10, crash_at=27, handle=lambda e: recent_only(state, e))
+    assert lucky.tally.duplicates == 7
+    assert math.isclose(sum(state["charged"].values()), sum(e.payload["amount"] for e in lucky.produced),
+                        abs_tol=0.01)   # charged exactly right: the lucky crash hid the bug
+    assert_not_yet(judge(checks.check_lab3_idempotent_handler, kafka, recent_only), "charged them again",
+                   "10 orders were delivered again")
 
 
 # =========================================================================== (c) lab 4: drain the backlog

@@ -82,7 +82,7 @@ def test_a_removed_boundary_is_reported(copies):
     copy = next(c for c in copies if c.name.startswith("01_"))
     nb = nbformat.read(copy, as_version=4)
     claim = next(i for i, c in enumerate(nb.cells) if any(t.startswith("claim-C") for t in c.metadata.get("tags", [])))
-    start = claim if slides.slide_type(nb.cells[claim]) == "slide" else claim - 1
+    start = max(i for i in range(claim + 1) if slides.slide_type(nb.cells[i]) == "slide")  # where its slide starts
 
     def remove(nb):
         nb.cells[start].metadata["slideshow"]["slide_type"] = "-"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..core import lifecycle
 from ..core.params import check_int, check_positive
@@ -52,11 +52,25 @@ class DrainResult:
     rate: float
     assignment: dict[str, list[int]]
     duplicates: int = 0
+    per_member: dict[str, int] = field(default_factory=dict)  # events each member processed
+    member_seconds: dict[str, float] = field(default_factory=dict)  # from the resume to each member's last event
 
     @property
     def idle(self) -> list[str]:
         """Members that got no partition."""
         return [m for m, parts in self.assignment.items() if not parts]
+
+    @property
+    def busiest_share(self) -> float:
+        """The share of the backlog the busiest member processed: a group drains no faster than
+        that member, since each partition, and so each event, has exactly one owner."""
+        return max(self.per_member.values(), default=0) / self.events if self.events else 0.0
+
+    def shares(self) -> str:
+        """One line per member: its partitions, the events it processed and when it was done."""
+        return "\n".join(f"{m}: partitions {parts or 'none'}, {self.per_member.get(m, 0)} events "
+                         f"({self.per_member.get(m, 0) / max(self.events, 1):.0%}), done after "
+                         f"{self.member_seconds.get(m, 0.0):.2f} s" for m, parts in self.assignment.items())
 
     @property
     def throughput(self) -> float:
@@ -126,9 +140,15 @@ def compare_drains(kafka: Kafka, topic: str, sizes: Iterable[int], expected: Ite
             records = g.processed()
             ids = [r["event_id"] for r in records] if isinstance(expected, int) else expected
             tally = count_report(ids, records)
+            per_member: dict[str, int] = {m: 0 for m in assignment}
+            done_at: dict[str, float] = {}
+            for r in records:
+                per_member[r["member"]] = per_member.get(r["member"], 0) + 1
+                done_at[r["member"]] = max(done_at.get(r["member"], t0), r["t"])
             results.append(DrainResult(consumers=g.size, seconds=max(t_end - t0, 1e-6),
                                        events=tally.unique, rate=g.rate, assignment=assignment,
-                                       duplicates=tally.duplicates))
+                                       duplicates=tally.duplicates, per_member=per_member,
+                                       member_seconds={m: t - t0 for m, t in done_at.items()}))
             g.pause()  # drained: stays idle until all are stopped together
     finally:
         stop_many([m for g in groups for m in g.members])

@@ -57,6 +57,7 @@ def consume_batches(consumer: KafkaConsumer, handle: Callable[[Any], object], *,
                     idle: Callable[[], bool] | None = None,
                     on_commit: Callable[[dict[TopicPartition, int], int], object] | None = None,
                     on_commit_failed: Callable[[Exception], object] | None = None,
+                    on_poll: Callable[[list[Any]], object] | None = None,
                     poll_ms: int = 100) -> int:
     """Poll, process, commit until ``stopping()``; return how many records were handled.
 
@@ -69,7 +70,9 @@ def consume_batches(consumer: KafkaConsumer, handle: Callable[[Any], object], *,
     (``stopping()`` turning true) with "after" commits what was handled and leaves the
     rest. ``idle()``, if given, runs first in every round; True skips the round (a
     paused consumer that keeps polling to stay in its group). ``on_commit(offsets,
-    events)`` and ``on_commit_failed(error)`` report commits.
+    events)`` and ``on_commit_failed(error)`` report commits. ``on_poll(batch)`` sees each
+    non-empty batch as polled, before anything is committed or handled: lab 3's crash drill
+    uses it to crash at the worst moment of a whole batch.
     """
     check_commit(commit)
     handled = 0
@@ -92,6 +95,8 @@ def consume_batches(consumer: KafkaConsumer, handle: Callable[[Any], object], *,
         batch = [r for records in polled.values() for r in records]
         if not batch:
             continue
+        if on_poll is not None:
+            on_poll(batch)
         if commit == "before" and not do_commit(_ends(batch), len(batch)):
             continue  # not committed: not ours to process (at-most-once)
         done: list[Any] = []

@@ -50,3 +50,29 @@ def test_the_scan_sees_kafka_python_where_it_is_loaded():
     code, modules = imported(["-c", "from helpers.kafka import clients"])
     assert code == 0
     assert "kafka" in kafka_python(modules) and "kafka.admin" in kafka_python(modules)
+
+
+IMPORT_ALL = """
+import importlib, json, pkgutil, threading
+import psutil
+import helpers
+names = sorted(m.name for m in pkgutil.walk_packages(helpers.__path__, "helpers.") if m.name != "helpers.__main__")
+for name in names:
+    importlib.import_module(name)
+me = psutil.Process()
+print(json.dumps({"modules": len(names), "threads": sorted(t.name for t in threading.enumerate()),
+                  "connections": len(me.net_connections()), "children": len(me.children())}))
+"""
+
+
+def test_importing_every_module_starts_nothing_but_the_plotly_warm_up():
+    """Nothing in helpers/ starts a thread, a process or a connection at import; the one thread
+    (docs/architecture.md, 'One lifecycle, one wait') imports plotly's renderers and ends by itself."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", IMPORT_ALL], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["modules"] > 60
+    assert set(found["threads"]) <= {"MainThread", "course-plotly-warm-up"}, found["threads"]
+    assert found["connections"] == 0 and found["children"] == 0

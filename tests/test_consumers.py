@@ -1,6 +1,7 @@
 """Consumer processes that crash, restart and scale (claims C11-C14), against a live broker."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -362,3 +363,32 @@ def test_wait_processed_shows_a_bar_that_ends_full_and_says_how_far_it_got(monke
     with pytest.raises(C.WaitTimeout, match=r"processed \d+ of 30 events within 0.2 s"):
         C.wait_processed([_Reveals(ids)], ids, timeout=0.2, poll=0.05, progress="too slow")
     assert bars[-1].closed and 0 < bars[-1].n < 30
+
+
+def _private_reaches(source: str) -> list[str]:
+    """``x._name`` where ``x`` is another object (not ``self``, ``cls``, ``super()`` or a module)."""
+    tree = ast.parse(source)
+    modules = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+               for a in n.names}
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+            continue
+        owner = node.value
+        if isinstance(owner, ast.Name) and owner.id in {"self", "cls", *modules}:
+            continue
+        if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
+            continue
+        found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_groups_ask_their_members_through_public_methods():
+    """A ConsumerGroup, stop_many and the drains use ConsumerProcess's public methods (signal_stop,
+    stop, pause/resume with wait=False, wait_paused), never its private ones."""
+    assert _private_reaches("m._send('resume')\nfor p in ps: p._finish_stop(1)\nself._x\nos._exit(0)\n"
+                            "import os") == ["line 1: m._send", "line 2: p._finish_stop"]  # the scan sees them
+    backlog = REPO / "helpers" / "backlog"
+    reaches = {path.name: found for path in sorted(backlog.glob("*.py"))
+               if (found := _private_reaches(path.read_text()))}
+    assert reaches == {}

@@ -99,7 +99,7 @@ def shows_progress(cell: Any) -> bool:
 
 
 def test_no_cell_sits_silent_for_more_than_10_s(learner_run, learner_notebook):
-    """No cell sits silent for more than 10 s at time scale 1.0 (COURSE.md, "For every learner").
+    """No cell sits silent for more than 10 s at time scale 1.0 (docs/authoring.md, "Timing and names").
 
     The rule, for each code cell of the executed notebook whose papermill duration
     (``metadata.papermill.duration``) exceeds 10 s:

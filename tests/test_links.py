@@ -17,7 +17,8 @@ from helpers.tooling import links
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "https://github.com/example/async-events"
 HUB = "https://hub.example.edu"
-# COURSE.md "The path", written out here independently of helpers.tooling.links.COURSE_PATH.
+# The course path as README's table "The course" lists it, written out here independently of
+# helpers.tooling.links.COURSE_PATH.
 PATH_ORDER = ["lessons/00", "lessons/01", "lessons/02", "lessons/03", "labs/01", "lessons/04", "labs/02",
               "lessons/05", "lessons/06", "labs/03", "lessons/07", "labs/04", "lessons/08", "labs/05",
               "lessons/09", "labs/06", "labs/07"]

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 import time
 
 import pytest
 
 from helpers.core import verdicts
 from helpers.core.verdicts import ClaimFailed, Sample
+from helpers.tooling.paths import ROOT
 
 VERDICT_LINE = re.compile(r"^C\d+ holds: .*\d")
 
@@ -100,6 +103,34 @@ def test_without_a_marked_start_the_window_runs_from_the_previous_check(monkeypa
     _samples(monkeypatch, _machine(4, busy=7, own=0))
     text = _fail(claim="C1")
     assert "looked BUSY during the 4.0 s since the previous check" in text  # 7 / 8 CPU-s by others
+
+
+def test_nothing_is_sampled_at_import(tmp_path):
+    """Importing verdicts reads no CPU counters (a fresh interpreter counts psutil's calls)."""
+    script = (
+        "import psutil\n"
+        "calls = []\n"
+        "def counted(real):\n"
+        "    return lambda *a, **k: calls.append(real.__name__) or real(*a, **k)\n"
+        "psutil.cpu_times = counted(psutil.cpu_times)\n"
+        "psutil.Process.cpu_times = counted(psutil.Process.cpu_times)\n"
+        "from helpers.core import verdicts\n"
+        "print(calls, verdicts._PREVIOUS)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] None"
+
+
+def test_the_first_measurement_opens_the_window_of_a_check_without_a_mark(monkeypatch, capsys):
+    monkeypatch.setattr(verdicts, "_PREVIOUS", None)  # a fresh kernel: no window yet
+    _samples(monkeypatch, _machine(5, busy=0, own=0, load=0.1))
+    assert "no measurement window was marked" in _fail(claim="C2")  # before any: the load average only
+    monkeypatch.setattr(verdicts, "_PREVIOUS", None)
+    _samples(monkeypatch, _machine(0, busy=0, own=0), _machine(2, busy=0, own=0), _machine(6, busy=10, own=0))
+    with verdicts.measuring("C6"):
+        pass
+    text = _fail(claim="C7")  # C7 marked nothing: its window runs from C6's start
+    assert "looked BUSY during the 6.0 s since the measurement of C6 began" in text  # 10 / 12 CPU-s by others
 
 
 def test_without_a_usable_window_only_the_load_average_counts(monkeypatch):

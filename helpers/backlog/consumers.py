@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ..core import lifecycle
 from ..core.params import check_int, check_positive
@@ -79,7 +79,7 @@ def _check_rate(name: str, rate: float) -> float:
 
 # ---------------------------------------------------------------- consumer process
 
-class ConsumerProcess:
+class ConsumerProcess(lifecycle.Managed):
     """One consumer service in its own OS process, member of ``group_id`` on ``topic``.
 
     ``rate`` is the processing speed in events/s (each event takes 1/rate s of work);
@@ -87,6 +87,7 @@ class ConsumerProcess:
     committed every ``batch_size`` events (one poll). ``start()`` launches a process,
     ``kill()`` SIGKILLs it, ``start()`` again launches a new one that resumes from
     the committed offset. Every processed event is one line in ``report_path``.
+    Several stop in parallel with :func:`stop_many` (``signal_stop`` each, then ``stop``).
     """
 
     def __init__(self, kafka: Kafka, topic: str, group_id: str, *, rate: float = 100.0,
@@ -110,6 +111,7 @@ class ConsumerProcess:
         self._start_paused = bool(paused)
         self._reader = ReportReader(self.report_path)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._asked_to_stop: subprocess.Popen[bytes] | None = None  # the process signal_stop() asked
         self._status_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.assignment: list[int] | None = None  # None while not a settled member
@@ -119,7 +121,7 @@ class ConsumerProcess:
         self.history: list[dict[str, Any]] = []  # status messages from the children
 
     # -- lifecycle
-    def start(self, *, paused: bool | None = None) -> ConsumerProcess:
+    def start(self, *, paused: bool | None = None) -> Self:
         """Launch a new process (after a kill or stop: it resumes from the committed offset)."""
         if self.alive:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
@@ -224,19 +226,20 @@ class ConsumerProcess:
         self._ended(proc)
         return proc.pid
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Graceful stop: finish or commit the current batch, leave the group, exit."""
-        self._request_stop()
-        self._finish_stop(timeout)
-
-    def _request_stop(self) -> None:
-        if self.alive:
+    def signal_stop(self) -> None:
+        """Ask the process to stop gracefully, without waiting (:meth:`stop` waits); once per process."""
+        proc = self._proc
+        if self.alive and proc is not self._asked_to_stop:
+            self._asked_to_stop = proc
             try:
                 self._send("stop")
-            except RuntimeError:
+            except RuntimeError:  # it exited meanwhile: nothing to ask
                 pass
 
-    def _finish_stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
+        """Graceful stop: finish or commit the current batch, leave the group, exit (killed
+        after ``timeout`` s)."""
+        self.signal_stop()
         proc = self._proc
         if proc is not None:
             try:
@@ -260,17 +263,22 @@ class ConsumerProcess:
             self.assignment = None
         lifecycle.unregister(self)
 
-    def pause(self) -> None:
-        """Stop processing (stays in the group, keeps its partitions); takes effect between batches."""
+    def pause(self, *, wait: bool = True) -> None:
+        """Stop processing (stays in the group, keeps its partitions); takes effect between
+        batches. ``wait=False`` returns at once (then :meth:`wait_paused`)."""
         self._send("pause")
-        self._await_paused(True)
+        if wait:
+            self.wait_paused(True)
 
-    def resume(self) -> None:
-        """Process again from where it paused."""
+    def resume(self, *, wait: bool = True) -> None:
+        """Process again from where it paused. ``wait=False`` returns at once (then
+        :meth:`wait_paused` with ``False``)."""
         self._send("resume")
-        self._await_paused(False)
+        if wait:
+            self.wait_paused(False)
 
-    def _await_paused(self, paused: bool, timeout: float = 10.0) -> None:
+    def wait_paused(self, paused: bool = True, timeout: float = 10.0) -> None:
+        """Wait until the process says it is paused (or, with ``paused=False``, processing again)."""
         self._wait_for(lambda: self.paused == paused, timeout, "pause" if paused else "resume")
 
     def set_rate(self, rate: float) -> None:
@@ -337,11 +345,8 @@ class ConsumerProcess:
         return (f"ConsumerProcess({self.name!r}, group={self.group_id!r}, pid={self.pid}, {state}, "
                 f"commit={self.commit!r}, rate={self.rate:g}/s, partitions={self.assignment})")
 
-    def __enter__(self) -> ConsumerProcess:
+    def __enter__(self) -> Self:
         return self if self.alive else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def kill_mid_batch(*consumers: ConsumerProcess, at_least: int = 1, timeout: float = 10.0) -> dict[str, int]:
@@ -361,12 +366,8 @@ def kill_mid_batch(*consumers: ConsumerProcess, at_least: int = 1, timeout: floa
 
 
 def stop_many(processes: Iterable[ConsumerProcess], timeout: float = 15.0) -> None:
-    """Stop several consumer processes gracefully, in parallel."""
-    processes = list(processes)
-    for p in processes:
-        p._request_stop()
-    for p in processes:
-        p._finish_stop(timeout)
+    """Stop several consumer processes gracefully, in parallel (each at most ``timeout`` s)."""
+    lifecycle.stop_together(processes, timeout)
 
 
 def wait_processed(sources: Iterable[Any], expected: Iterable[str] | int, timeout: float = 60.0,
@@ -431,7 +432,7 @@ def describe_assignment(assignment: dict[str, list[int] | None]) -> str:
 
 # -------------------------------------------------------------------- the group
 
-class ConsumerGroup:
+class ConsumerGroup(lifecycle.Managed):
     """N :class:`ConsumerProcess` members of one consumer group; scale out and in.
 
     ``assignment()`` shows which partitions each member got: with more members than
@@ -465,7 +466,7 @@ class ConsumerGroup:
         return ConsumerProcess(self.kafka, self.topic, self.group_id, rate=self.rate, commit=self.commit,
                                batch_size=self.batch_size, name=f"member-{self._counter}", paused=self._paused)
 
-    def start(self) -> ConsumerGroup:
+    def start(self) -> Self:
         """Start ``members`` processes (all at once: they join in one rebalance)."""
         self.scale(self.size)
         # Registered after its members: lifecycle stops newest first, so the group stops them all at once.
@@ -531,18 +532,20 @@ class ConsumerGroup:
         return {name: parts or [] for name, parts in self.assignment().items()}
 
     def pause(self) -> None:
-        """Pause every running member (they stay in the group)."""
-        self._paused = True
-        for m in self.running:
-            m.pause()
+        """Pause every running member, all at once (they stay in the group)."""
+        self._set_paused(True)
 
     def resume(self) -> None:
         """Resume every running member, all at once."""
-        self._paused = False
-        for m in self.running:
-            m._send("resume")  # all at once, then wait
-        for m in self.running:
-            m._await_paused(False)
+        self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        members = self.running
+        for m in members:  # all at once, then wait for each
+            (m.pause if paused else m.resume)(wait=False)
+        for m in members:
+            m.wait_paused(paused)
 
     def processed(self) -> list[dict[str, Any]]:
         """Processed-event lines of every member that ever ran."""
@@ -552,16 +555,16 @@ class ConsumerGroup:
         """The group's reports counted against the produced ids."""
         return count_report(produced_ids, self.processed())
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
+        """Ask every member to stop, without waiting (several groups stop at once with
+        :func:`helpers.core.lifecycle.stop_together`)."""
+        for m in self.members[::-1]:
+            m.signal_stop()
+
+    def stop(self, timeout: float = 15.0) -> None:
         """Stop every member gracefully (each leaves the group), all at once."""
-        stop_many(self.members[::-1])
+        stop_many(self.members[::-1], timeout)
         lifecycle.unregister(self)
-
-    def __enter__(self) -> ConsumerGroup:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"ConsumerGroup({self.group_id!r}, running={len(self.running)}, assignment={self.assignment()})"

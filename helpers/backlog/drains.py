@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ..core import lifecycle
 from ..core.params import check_int, check_positive
 from ..kafka.clients import Kafka
-from .consumers import SESSION_TIMEOUT_S, ConsumerGroup, stop_many, wait_processed
+from .consumers import SESSION_TIMEOUT_S, ConsumerGroup, wait_processed
 from .reports import count_report
 
 #: A deadline gives the work this many times the time it needs at its nominal rate (margin: a
@@ -99,8 +99,7 @@ def start_drain_groups(kafka: Kafka, topic: str, sizes: Iterable[int], *, rate: 
         for g in groups:
             g.start()
     except BaseException:
-        for g in groups:
-            g.stop()
+        lifecycle.stop_together(groups)
         raise
     return groups
 
@@ -151,7 +150,5 @@ def compare_drains(kafka: Kafka, topic: str, sizes: Iterable[int], expected: Ite
                                        member_seconds={m: t - t0 for m, t in done_at.items()}))
             g.pause()  # drained: stays idle until all are stopped together
     finally:
-        stop_many([m for g in groups for m in g.members])
-        for g in groups:
-            lifecycle.unregister(g)
+        lifecycle.stop_together(groups)
     return results

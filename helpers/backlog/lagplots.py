@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import ipywidgets as w
 import plotly.graph_objects as go
@@ -34,7 +34,7 @@ from ..core.params import check_int, check_positive
 from ..core.wait import WaitTimeout, wait_until
 from ..kafka.clients import Kafka
 from ..kafka.lag import LagMonitor, Trend, total_lag, trend
-from .consumers import ConsumerProcess, stop_many, wait_processed
+from .consumers import ConsumerProcess, wait_processed
 from .drains import DrainResult, compare_drains, deadline, start_drain_groups
 from .producers import ProducerRunner
 from .reports import Tally
@@ -63,7 +63,7 @@ def _seconds_bar(seconds: float, desc: str) -> Any:
         bar_format="{desc}: {n:.1f} of {total:.1f} s {bar} {postfix}")
 
 
-class LiveLagPlot:
+class LiveLagPlot(lifecycle.Managed):
     """A chart of a consumer group's lag that grows while the group drains.
 
     ``start()`` begins sampling every ``interval`` seconds (10 times a second by
@@ -96,7 +96,7 @@ class LiveLagPlot:
         self.marks: list[tuple[float, str]] = []
 
     # -- lifecycle
-    def start(self) -> LiveLagPlot:
+    def start(self) -> Self:
         """Start sampling (and redrawing after every sample)."""
         self.started_at = time.time()
         self._t0 = time.monotonic()
@@ -109,12 +109,6 @@ class LiveLagPlot:
         self.monitor.stop()
         lifecycle.unregister(self)
         self._redraw()
-
-    def __enter__(self) -> LiveLagPlot:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def show(self) -> None:
         """Display the chart here (again, if shown before); it keeps updating while the monitor samples."""
@@ -380,7 +374,7 @@ class DrainExperiment:
     def discard(self) -> None:
         """Stop prepared groups that were never run."""
         if self._prepared:
-            stop_many([m for g in self._prepared[2] for m in g.members])
+            lifecycle.stop_together(self._prepared[2])
             self._prepared = None
 
     def run(self, consumers: int | list[int] | None = None, rate: float | None = None, *,

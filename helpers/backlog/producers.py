@@ -8,16 +8,18 @@ possible (the backlog a consumer group then drains).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from kafka import KafkaProducer
 
 from ..core import lifecycle
 from ..core.params import check_int, check_positive
+from ..core.wait import pace
 from ..kafka.clients import Kafka
 from ..kafka.events import Event, order_placed, publish
 
@@ -27,20 +29,26 @@ def default_event(i: int) -> Event:
     return order_placed(f"order-{os.getpid()}-{time.monotonic_ns() % 10**9:09d}-{i}", 10.0 + i % 90)
 
 
-class ProducerRunner:
+class ProducerRunner(lifecycle.CourseThread):
     """Publishes OrderPlaced events to ``topic`` at ``rate`` events/s in a thread.
 
     Counts what it ``sent``, what the broker ``acked`` and the ``errors``; the
     acknowledged event ids are in ``acked_ids``. ``count`` stops it after that many.
-    While it runs it is registered with :mod:`helpers.core.lifecycle` (kind "producer").
+    While it runs it is registered with :mod:`helpers.core.lifecycle` (kind "producer");
+    the thread and ``with`` are :class:`~helpers.core.lifecycle.CourseThread`'s, the steady
+    rate is :func:`helpers.core.wait.pace`'s.
     """
+
+    KIND: ClassVar[str] = "producer"
 
     def __init__(self, kafka: Kafka, topic: str, rate: float, *, count: int | None = None,
                  make_event: Callable[[int], Event] | None = None):
+        super().__init__()
         self.kafka = kafka
         self.topic = topic
         self.rate = float(check_positive("rate", rate))
         self.count = None if count is None else check_int("count", count)
+        self.name = f"producer-{topic}"
         self._make_event = make_event or default_event
         self.sent = 0
         self.acked = 0
@@ -48,47 +56,37 @@ class ProducerRunner:
         self.error_messages: list[str] = []
         self.acked_ids: list[str] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
         self._producer: KafkaProducer | None = None
         self.started_at: float | None = None
 
-    def start(self) -> ProducerRunner:
+    @property
+    def label(self) -> str:
+        """What helpers.leftovers() lists it as."""
+        return f"producer to {self.topic} at {self.rate:g}/s"
+
+    def start(self) -> Self:
         """Open the producer and start publishing (a runner starts once)."""
         if self._thread is not None:
             raise RuntimeError("a ProducerRunner starts once; make a new one")
         self._producer = self.kafka.producer()
         self.started_at = time.monotonic()
-        self._thread = threading.Thread(target=self._run, args=(self._producer,), daemon=True,
-                                        name=f"{lifecycle.THREAD_PREFIX}producer-{self.topic}")
-        lifecycle.register(self, "producer", f"producer to {self.topic} at {self.rate:g}/s")
-        self._thread.start()
-        return self
+        return super().start()
 
-    def _run(self, producer: KafkaProducer) -> None:
-        interval = 1.0 / self.rate
-        next_at = time.monotonic()
-        i = 0
-        try:
-            while not self._stop.is_set() and (self.count is None or i < self.count):
-                delay = next_at - time.monotonic()
-                if delay > 0 and self._stop.wait(delay):
-                    break
-                next_at = max(next_at + interval, time.monotonic() - 1.0)  # catch up at most 1 s
-                event = self._make_event(i)
-                i += 1
-                try:
-                    future = publish(producer, self.topic, event)
-                except Exception as exc:  # noqa: BLE001 - counted and shown, the loop goes on
-                    self._error(exc)
-                    continue
-                with self._lock:
-                    self.sent += 1
-                future.add_callback(self._acked, event.event_id)
-                future.add_errback(self._error)
-        finally:
-            self._done.set()
+    def _run(self) -> None:
+        producer = self._producer
+        assert producer is not None  # start() opened it
+        moments = pace(lambda: self.rate, self._stop)
+        for i, _ in zip(itertools.count() if self.count is None else range(self.count), moments):
+            event = self._make_event(i)
+            try:
+                future = publish(producer, self.topic, event)
+            except Exception as exc:  # noqa: BLE001 - counted and shown, the loop goes on
+                self._error(exc)
+                continue
+            with self._lock:
+                self.sent += 1
+            future.add_callback(self._acked, event.event_id)
+            future.add_errback(self._error)
 
     def _acked(self, event_id: str, _metadata: Any) -> None:
         with self._lock:
@@ -111,7 +109,10 @@ class ProducerRunner:
         """Wait until ``count`` events were sent and acknowledged (or failed)."""
         if self.count is None:
             raise ValueError("count is None: this producer runs until stop()")
-        if not self._done.wait(timeout):
+        if self._thread is None:
+            return False
+        self._thread.join(timeout)
+        if self.running:
             return False
         if self._producer is not None:
             self._producer.flush(timeout=timeout)
@@ -119,23 +120,14 @@ class ProducerRunner:
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:
         """Stop sending, wait for the outstanding acknowledgements, close; return the stats."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         if self._producer is not None:
             try:
                 self._producer.flush(timeout=timeout)
             finally:
                 self._producer.close(timeout=5)
                 self._producer = None
-        lifecycle.unregister(self)
         return self.stats()
-
-    def __enter__(self) -> ProducerRunner:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def produce_backlog(kafka: Kafka, topic: str, count: int) -> list[str]:

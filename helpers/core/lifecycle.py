@@ -137,11 +137,6 @@ def leftovers() -> dict[str, list[Any]]:
     return found
 
 
-def is_clean(found: dict[str, list[Any]] | None = None) -> bool:
-    """True when :func:`leftovers` (or ``found``) lists nothing."""
-    return not any((found if found is not None else leftovers()).values())
-
-
 # --------------------------------------------------------------------------- shared shapes
 
 
@@ -164,9 +159,10 @@ class Managed:
 
 class CourseThread(Managed):
     """An object behind one course thread: :meth:`start` runs the subclass's ``_run`` in a
-    daemon thread named :data:`THREAD_PREFIX` + ``name``, registered (kind ``KIND``) while it
-    runs; ``_run`` ends when ``self._stop`` is set. Subclasses set ``name`` and call
-    ``super().__init__()``; a failure in ``_run`` goes to ``error``, for the owner to report."""
+    daemon thread named :data:`THREAD_PREFIX` + ``name``, registered (kind ``KIND``, listed as
+    :attr:`label`) while it runs; ``_run`` ends when ``self._stop`` is set. Subclasses set
+    ``name`` and call ``super().__init__()``; a failure in ``_run`` goes to ``error``, for the
+    owner to report."""
 
     KIND: ClassVar[str] = "thread"
     name: str
@@ -175,6 +171,11 @@ class CourseThread(Managed):
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def label(self) -> str:
+        """What :func:`leftovers` lists it as while it runs (its ``name``; a subclass may say more)."""
+        return self.name
 
     def _run(self) -> None:
         raise NotImplementedError
@@ -185,7 +186,7 @@ class CourseThread(Managed):
             return self
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}{self.name}", daemon=True)
-        register(self, self.KIND, self.name)
+        register(self, self.KIND, self.label)
         self._thread.start()
         return self
 
@@ -198,9 +199,10 @@ class CourseThread(Managed):
         """Ask the thread to stop without waiting (to stop several in parallel: :func:`stop_together`)."""
         self._stop.set()
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 15.0) -> Any:
         """Ask the thread to stop and wait for it (at most ``timeout`` s); unregister once it has
-        ended (one that is still running stays listed by :func:`leftovers`)."""
+        ended (one that is still running stays listed by :func:`leftovers`). Returns None; a
+        subclass may return what it did (:class:`helpers.backlog.producers.ProducerRunner`: its counts)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -208,20 +210,27 @@ class CourseThread(Managed):
             unregister(self)
 
 
-class Signalled(Stoppable, Protocol):
-    """Anything that can be asked to stop first and waited for later (a :class:`CourseThread`)."""
+class Signalled(Protocol):
+    """Anything that can be asked to stop first and waited for later, at most ``timeout`` s
+    (a :class:`CourseThread`, a consumer process)."""
 
     def signal_stop(self) -> Any: ...
 
+    def stop(self, timeout: float = ...) -> Any: ...
 
-def stop_together(resources: Iterable[Signalled]) -> None:
-    """Signal every one of ``resources`` first, then stop (and wait for) each: they wind down
-    in parallel, not one after the other."""
+
+def stop_together(resources: Iterable[Signalled], timeout: float | None = None) -> None:
+    """Signal every one of ``resources`` first, then stop (and wait for) each, each at most
+    ``timeout`` s if given (else its own default): they wind down in parallel, not one after
+    the other."""
     resources = list(resources)
     for resource in resources:
         resource.signal_stop()
     for resource in resources:
-        resource.stop()
+        if timeout is None:
+            resource.stop()
+        else:
+            resource.stop(timeout)
 
 
 #: The thread :func:`warm_up_plotly` imports plotly's renderers in.

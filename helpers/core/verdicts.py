@@ -23,8 +23,9 @@ check: the share of the machine's CPU that *other* programs used (everything but
 kernel, its child processes and the embedded broker), the share stolen by a hypervisor,
 and the 1-minute load average per CPU. The start is marked by :func:`measuring` (the
 block) or :func:`start` (until the check); without either, the window runs from the
-previous check (or from importing this module), and with no usable window only the load
-average is reported.
+previous check (or, before the first check, from the first :func:`start` or :func:`measuring`),
+and with no usable window only the load average is reported. Nothing is sampled when this
+module is imported: the first window opens at the first call.
 """
 from __future__ import annotations
 
@@ -194,28 +195,38 @@ def assess(first: Sample | None, last: Sample, since: str = "since the measureme
 
 
 _MARKS: dict[str, tuple[Sample, Sample | None, str]] = {}
-_PREVIOUS: Sample | None = None
+#: Where the window of a check without a mark starts, and how to say it (None: no window yet).
+_PREVIOUS: tuple[Sample, str] | None = None
 
 
 def _remember_previous() -> None:
     global _PREVIOUS
     try:
-        _PREVIOUS = sample_machine()
+        _PREVIOUS = (sample_machine(), "since the previous check")
     except (psutil.Error, OSError):  # the verdict still works, without a window
         _PREVIOUS = None
+
+
+def _opened(first: Sample, claim: str) -> Sample:
+    """``first``, the start of ``claim``'s measurement; the first one also opens the window of a
+    check without a mark (until then there is none: nothing is sampled at import)."""
+    global _PREVIOUS
+    if _PREVIOUS is None:
+        _PREVIOUS = (first, f"since the measurement of {claim} began")
+    return first
 
 
 def start(claim: str) -> None:
     """Mark the start of ``claim``'s measurement (call it first in the claim cell)."""
     _check_claim(claim)
-    _MARKS[claim] = (sample_machine(), None, f"since verdicts.start({claim!r})")
+    _MARKS[claim] = (_opened(sample_machine(), claim), None, f"since verdicts.start({claim!r})")
 
 
 @contextmanager
 def measuring(claim: str) -> Iterator[None]:
     """``with verdicts.measuring("C6"): ...``: the block is the window the busy report covers."""
     _check_claim(claim)
-    first = sample_machine()
+    first = _opened(sample_machine(), claim)
     try:
         yield
     finally:
@@ -227,7 +238,9 @@ def _window(claim: str) -> Machine:
     if claim in _MARKS:
         first, last, since = _MARKS.pop(claim)
         return assess(first, last or now, since)
-    return assess(_PREVIOUS, now, "since the previous check")
+    if _PREVIOUS is None:
+        return assess(None, now)
+    return assess(_PREVIOUS[0], now, _PREVIOUS[1])
 
 
 # ------------------------------------------------------------------ formatting numbers
@@ -285,7 +298,7 @@ def _check_number(name: str, value: float, minimum: float | None = None) -> None
 
 def _check_claim(claim: object) -> str:
     if not isinstance(claim, str) or not _CLAIM.fullmatch(claim):
-        raise ValueError(f"claim must be a claim id like 'C6' (C and a number, see COURSE.md), got {claim!r}")
+        raise ValueError(f"claim must be a claim id like 'C6' (C and a number, see docs/claims.md), got {claim!r}")
     return claim
 
 
@@ -365,6 +378,3 @@ def check(claim: str, holds: bool | Mapping[str, bool], measured: Mapping[str, f
                     "with this message")
     lines.append(f"  try:      {'; '.join(tips)}.")
     raise ClaimFailed(claim, "\n".join(lines)) from None
-
-
-_remember_previous()

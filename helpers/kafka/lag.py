@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar, Self
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
@@ -209,14 +209,18 @@ class LagSample:
 
 
 @dataclass(eq=False)  # a running thing: equal only to itself (and hashable, for lifecycle)
-class LagMonitor:
+class LagMonitor(lifecycle.CourseThread):
     """Samples a group's lag every ``interval`` seconds in a background thread.
 
     Use as a context manager (or ``start()``/``stop()``); ``samples`` holds LagSample
     rows, ``series()`` gives (times, total lag) for plotting, ``on_sample`` (optional)
     is called after each round. While it runs it keeps one :class:`LagReader` open and
     is registered with :mod:`helpers.core.lifecycle` (kind "lag-monitor"); ``stop()`` closes it.
+    The thread (``start``, ``signal_stop``, ``stop``, ``running``, ``with``) is a
+    :class:`~helpers.core.lifecycle.CourseThread`.
     """
+
+    KIND: ClassVar[str] = "lag-monitor"
 
     kafka: Kafka
     topic: str
@@ -227,25 +231,25 @@ class LagMonitor:
 
     def __post_init__(self) -> None:
         check_positive("interval", self.interval)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
+        self.name = f"lag-{self.group_id}"
         self._reader: LagReader | None = None
         self._lock = threading.Lock()  # one sample at a time on the reader
         self._t0 = 0.0
         self.failures = 0  # samples that failed (a broker hiccup); the next round retries
 
-    def start(self) -> LagMonitor:
+    @property
+    def label(self) -> str:
+        """What helpers.leftovers() lists it as."""
+        return f"lag of {self.group_id} on {self.topic}"
+
+    def start(self) -> Self:
         """Open the reader and sample in a background thread until :meth:`stop`."""
-        if self._thread is not None and self._thread.is_alive():
+        if self.running:
             return self
         self._reader = LagReader(self.kafka, self.topic, self.group_id).open()
         self._t0 = time.monotonic()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"{lifecycle.THREAD_PREFIX}lag-{self.group_id}",
-                                        daemon=True)
-        lifecycle.register(self, "lag-monitor", f"lag of {self.group_id} on {self.topic}")
-        self._thread.start()
-        return self
+        return super().start()
 
     def sample(self) -> dict[int, int]:
         """Take one sample now (also what the thread does each interval)."""
@@ -266,21 +270,13 @@ class LagMonitor:
                 self.failures += 1
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         """Stop sampling, close the reader's clients, leave the lifecycle registry (idempotent)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        super().stop(timeout)
         with self._lock:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
-        lifecycle.unregister(self)
-
-    @property
-    def running(self) -> bool:
-        """True while the sampling thread runs."""
-        return self._thread is not None and self._thread.is_alive()
 
     def rate(self) -> float:
         """Sampling rounds per second so far (0 before two rounds)."""
@@ -294,9 +290,3 @@ class LagMonitor:
             rounds[s.t] = rounds.get(s.t, 0) + s.lag
         times = sorted(rounds)
         return times, [rounds[t] for t in times]
-
-    def __enter__(self) -> LagMonitor:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

@@ -25,8 +25,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
+from ..core import lifecycle
 from ..core.params import check_int, check_positive
 from ..core.wait import wait_until
 from ..kafka import clients, events
@@ -163,7 +164,7 @@ class OrderingRun:
                 f"{self.interleaved}")
 
 
-class FulfilmentGroup:
+class FulfilmentGroup(lifecycle.Managed):
     """One consumer group of ``members`` fulfilment workers reading two topics of ``partitions``
     partitions each: one keyed by order id, one by a random key.
 
@@ -185,7 +186,7 @@ class FulfilmentGroup:
         self.workers: list[Recorder] = []
         self.runs = 0
 
-    def start(self) -> FulfilmentGroup:
+    def start(self) -> Self:
         """Create the topics (once) and start the workers; they join the group in the background."""
         if not self.topics:
             self.topics = {k: clients.create_topic(self.kafka, partitions=self.partitions, prefix="order-steps")
@@ -199,11 +200,8 @@ class FulfilmentGroup:
         return self
 
     def stop(self) -> None:
-        """Stop every worker (each leaves the group and closes its consumer)."""
-        for w in self.workers:
-            w.signal_stop()
-        for w in self.workers:
-            w.stop()
+        """Stop every worker (each leaves the group and closes its consumer), all at once."""
+        lifecycle.stop_together(self.workers)
 
     def run(self, n_orders: int = 20, *, seed: int = 5, timeout: float = 60.0) -> dict[str, OrderingRun]:
         """Publish ``n_orders`` order stories to both topics, wait until the group processed

@@ -8,10 +8,10 @@ Every service can be given faults while it runs (:meth:`Service.configure`,
 :meth:`Service.take_down`; the fault model is :mod:`helpers.services.faults`), and every answer
 carries a per-hop trace so one request shows who waited for whom.
 
-The caller's side lives in :mod:`helpers.services.calls` (:class:`CallResult`, :class:`Hop`,
-:class:`Measurement`, :func:`call`, :func:`measure`, :class:`Monolith`, :func:`work`);
-this module re-exports those names, so a lesson or a lab needs one import
-(``services.start_chain``, ``services.call``, ``services.measure``).
+The caller's side lives in :mod:`helpers.services.calls` (``CallResult``, ``Hop``,
+``Measurement``, ``call``, ``measure``, ``Monolith``, ``work``); the package
+:mod:`helpers.services` re-exports those names and this module's, so a lesson or a lab needs one
+import (``services.start_chain``, ``services.call``, ``services.measure``).
 
 Why the standard library's ``ThreadingHTTPServer`` in threads, and not a web
 framework in subprocesses: no extra dependency, nothing to install on Binder, and

@@ -1,15 +1,19 @@
 """The course's own tooling: the CLI, the notebook runner, the benchmark, the lab
 generator, the notebook lint (and launch links, slides, the site). Learner modules
 in ``helpers/`` never import this package (a test checks the import graph).
+
+This file stays light: a command that needs no Kafka (``strip``, ``labs``, ``links``,
+``slides``) loads no Kafka client (tests/test_light_imports.py).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ..kafka.broker import connect
-from ..kafka.clients import Kafka
+if TYPE_CHECKING:
+    from ..kafka.clients import Kafka
 
 
 class UsageError(Exception):
@@ -20,7 +24,10 @@ class UsageError(Exception):
 
 def connect_kafka(*, quiet: bool = True) -> Kafka:
     """:func:`helpers.connect` for a command: a malformed Kafka setting is a UsageError
-    (an unreachable Kafka raises BrokerUnavailable, which names the fix)."""
+    (an unreachable Kafka raises BrokerUnavailable, which names the fix). Kafka's modules
+    are imported here, by the commands that connect, not by every command."""
+    from ..kafka.broker import connect
+
     try:
         return connect(quiet=quiet)
     except ValueError as exc:

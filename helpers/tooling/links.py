@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from . import UsageError, standalone
 from .paths import ROOT
 
-#: The course path (COURSE.md "The path"): (folder, number) in the order a class meets them.
+#: The course path (README's table "The course"): (folder, number) in the order a class meets them.
 #: A notebook is the one ``folder/NN_*.ipynb``; entries whose file does not exist are skipped.
 COURSE_PATH: tuple[tuple[str, str], ...] = (
     ("lessons", "00"), ("lessons", "01"), ("lessons", "02"), ("lessons", "03"), ("labs", "01"),

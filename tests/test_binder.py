@@ -11,12 +11,12 @@ import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.tooling.paths import ROOT
+
 BINDER = ROOT / "binder"
 # Tools that test or build the course; a learner's session needs none of them.
 TOOLS = {"pytest", "pytest-timeout", "nbval", "playwright", "confluent-kafka", "python-confluent-kafka",

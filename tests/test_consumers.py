@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -20,8 +19,7 @@ from helpers.backlog.pollloop import Crash, consume_batches
 from helpers.core import lifecycle
 from helpers.core.wait import wait_until
 from helpers.kafka.lag import total_lag
-
-REPO = Path(__file__).resolve().parent.parent
+from helpers.tooling.paths import ROOT
 
 
 def consumer_children() -> list[psutil.Process]:
@@ -217,8 +215,8 @@ def test_no_process_left_after_stop_or_parent_death(kafka):
         print(c.pid, flush=True)
         time.sleep(60)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], cwd=str(REPO), stdout=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=str(ROOT), stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         child_pid = int(parent.stdout.readline())
         assert psutil.pid_exists(child_pid)
@@ -319,7 +317,7 @@ def test_lesson_6_restarts_inside_the_session_timeout_at_every_time_scale():
 
     import nbformat
 
-    nb = nbformat.read(REPO / "lessons" / "06_increased_reliability.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / "lessons" / "06_increased_reliability.ipynb", as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     values = {t.id: ast.literal_eval(n.value) for n in ast.parse(params.source).body for t in n.targets}
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")

@@ -29,8 +29,8 @@ import pytest
 
 from helpers.core.wait import wait_until
 from helpers.kafka import broker, embedded, probe
+from helpers.tooling.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 WELCOME = ROOT / "lessons" / "00_welcome.ipynb"
 FIX_HINT = re.compile(r"python -m helpers broker start|unset KAFKA_BOOTSTRAP_SERVERS")
 

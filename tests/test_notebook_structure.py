@@ -7,13 +7,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from coursefiles import LAB_SOLUTIONS, LEARNER_LABS, LESSON_NOTEBOOKS, NOTEBOOKS
 
 from helpers.tooling import slides
-from helpers.tooling.lint import all_notebooks, claim_problems, claims, is_stripped, required_claims, tags
+from helpers.tooling.lint import claim_problems, claims, is_stripped, lesson_exists, required_claims, tags
 from helpers.tooling.paths import ROOT
 
-LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
-LAB_NOTEBOOKS = sorted((ROOT / "labs").glob("*.ipynb")) + sorted((ROOT / "labs" / "solutions").glob("*.ipynb"))
+LESSONS = LESSON_NOTEBOOKS
+LAB_NOTEBOOKS = LEARNER_LABS + LAB_SOLUTIONS
 COURSE_NOTEBOOKS = LESSONS + LAB_NOTEBOOKS
 EXPECTED_LESSONS = ["00_welcome", "01_synchronous_calls", "02_cascading_failures", "03_cascading_delays",
                     "04_asynchronous_events", "05_temporal_coupling", "06_increased_reliability",
@@ -34,7 +35,7 @@ def test_every_lesson_of_the_course_exists():
     assert [p.stem for p in LESSONS] == EXPECTED_LESSONS
 
 
-@pytest.mark.parametrize("path", all_notebooks(), ids=_id)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
 def test_notebook_is_committed_without_outputs(path):
     assert is_stripped(_read(path)), f"{_id(path)} has outputs: run `python -m helpers strip {_id(path)}`"
 
@@ -99,7 +100,7 @@ def test_the_claims_table_lists_c1_to_c20_and_only_requires_claims_whose_lesson_
     assert CLAIMS["C1"].lessons == ("01", "02") and CLAIMS["C7"].lessons == ("04", "05")
     required = required_claims()
     for claim in CLAIMS.values():
-        exists = any((ROOT / "lessons").glob(f"{claim.lessons[0]}_*.ipynb"))
+        exists = lesson_exists(claim.lessons[0])
         assert (claim.id in required) == exists, claim
     # A lesson written later makes its claims required.
     lessons = tmp_path / "lessons"

@@ -6,11 +6,10 @@ import os
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.tooling.paths import ROOT
 
 
 def _run(tool: str, args: list[str]) -> subprocess.CompletedProcess[str]:

@@ -18,8 +18,8 @@ import pytest
 
 from helpers.tooling import site
 from helpers.tooling.links import Repo, binder_link, hub_link
+from helpers.tooling.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 REPO, REF, HUB = "https://github.com/example/async-events", "term-2026", "https://hub.example.edu"
 SOURCES = ("lessons/00_welcome.ipynb", "lessons/01_synchronous_calls.ipynb",
            "labs/solutions/02_from_calls_to_events.ipynb")

@@ -23,12 +23,13 @@ from helpers.tooling.paths import ROOT
 
 
 def consumer_children() -> list[psutil.Process]:
-    """Live `python -m helpers.backlog.pollloop` processes below this one (not those of the
-    learners' pass, which runs its notebooks' kernels below the session at the same time)."""
+    """Live consumer processes (``python -m`` :data:`~helpers.backlog.consumers.CHILD_MODULE`)
+    below this one (not those of the learners' pass, which runs its notebooks' kernels below
+    the session at the same time)."""
     found = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if ("helpers.backlog.pollloop" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
+            if (C.CHILD_MODULE in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
                     and not any("helpers.tooling.learnerpass" in " ".join(a.cmdline()) for a in p.parents())):
                 found.append(p)
         except psutil.Error:

@@ -190,12 +190,6 @@ def test_stop_stops_and_reports(state):
     assert embedded.stop_embedded() is False
 
 
-def test_unreachable_environment_cluster_names_the_fix(monkeypatch):
-    monkeypatch.setenv(probe.ENV_BOOTSTRAP, "127.0.0.1:1")
-    with pytest.raises(probe.BrokerUnavailable, match="unset KAFKA_BOOTSTRAP_SERVERS"):
-        broker.connect()
-
-
 def test_clients_of_a_killed_broker_get_a_clear_error_naming_the_fix(state):
     kafka = broker.connect(quiet=True)
     embedded.kill_embedded()

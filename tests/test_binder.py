@@ -48,6 +48,7 @@ def repo2docker_output() -> str:
     return out
 
 
+@pytest.mark.slow  # runs repo2docker (the module's fixture)
 def test_repo2docker_uses_the_pinned_python(repo2docker_output):
     version = _pinned_python()
     assert version == "3.11", f"Binder pins python={version}; the course is measured on 3.11"
@@ -60,6 +61,7 @@ def test_repo2docker_uses_the_pinned_python(repo2docker_output):
         f"environment.py-{version}" in repo2docker_output, "repo2docker's base environment is not Python " + version
 
 
+@pytest.mark.slow  # runs repo2docker (the module's fixture)
 def test_repo2docker_uses_the_binder_environment(repo2docker_output):
     updates = re.findall(r'env update -p \S+ --file "([^"]+)"', repo2docker_output)
     print("environment file:", updates)

@@ -38,6 +38,7 @@ def _run_clean(env, *args, timeout=120):
     return out, time.monotonic() - started
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_doctor_starts_the_embedded_broker_and_passes_in_under_10_s(clean_env):
     out, seconds = _run_clean(clean_env, "doctor")
     print(out.stdout, f"doctor took {seconds:.2f} s")
@@ -49,6 +50,7 @@ def test_doctor_starts_the_embedded_broker_and_passes_in_under_10_s(clean_env):
     assert info["kind"] == "embedded" and info["bootstrap_servers"].startswith("127.0.0.1:") and info["pid"]
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_broker_start_status_stop(clean_env):
     started, _ = _run_clean(clean_env, "broker", "start")
     assert started.returncode == 0 and "started" in started.stdout

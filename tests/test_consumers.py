@@ -313,6 +313,7 @@ class _Reveals:
         return [{"event_id": i, "t": time.time()} for i in self.ids[:self.seen]]
 
 
+@pytest.mark.slow  # over a second
 def test_wait_processed_shows_a_bar_that_ends_full_and_says_how_far_it_got(monkeypatch):
     bars = []
 

@@ -26,6 +26,7 @@ def test_ruff_passes():
     assert out.returncode == 0, f"ruff check helpers tests:\n{out.stdout}{out.stderr}"
 
 
+@pytest.mark.slow  # mypy over helpers/ (4 s)
 def test_mypy_passes():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text()).get("tool", {}).get("mypy", {})
     configured = any(config.get(key) for key in ("files", "packages", "modules"))

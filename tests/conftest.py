@@ -1,4 +1,5 @@
-"""Shared fixtures and hooks: one broker per session, the CI-scale timings, the learners' pass.
+"""Shared fixtures and hooks: one broker per session, the CI-scale timings, the learners' pass,
+and the ``slow`` marker that makes ``python -m pytest -m "not slow"`` the inner loop.
 
 The session's environment (its own COURSE_STATE_DIR, COURSE_TIME_SCALE 0.1) is set by the
 root conftest.py, so a single notebook run (`pytest lessons/04_x.ipynb`) gets it too.
@@ -19,6 +20,12 @@ Environment variables (never honoured when ``CI`` is set, where everything runs)
 - ``COURSE_LEARNER_RUN_REUSE=1``: reuse the executed notebooks of an earlier pass (its
   summary.json must list every selected notebook) instead of executing them again.
 - ``COURSE_LEARNER_RUN_DIR=path``: write the pass there instead of build/learner-run.
+
+What is slow (``tests/innerloop.py``): :func:`pytest_collection_modifyitems` marks ``slow``
+every notebook item (nbval), every browser test and every test using the broker or the
+learners' pass; tests that take over a second, or start a broker of their own, carry
+``@pytest.mark.slow`` in their file. ``python -m pytest -m "not slow"`` runs the rest, the
+inner loop, and a test in it that starts a broker or the learners' pass fails.
 """
 from __future__ import annotations
 
@@ -35,9 +42,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import innerloop
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.tooling.orphans import TEST_SESSION
+from helpers.tooling.paths import BUILD, ROOT
+
+#: Every process this session starts (brokers, kernels, the learners' pass) inherits this marker.
+os.environ[TEST_SESSION] = f"pytest-{os.getpid()}-{time.time_ns()}"
+
 LEARNER_TIME_SCALE = 1.0
 #: notebooks executed side by side in the learners' pass ($COURSE_LEARNER_RUN_WORKERS, default 2)
 LEARNER_WORKERS = max(1, int(os.environ.get("COURSE_LEARNER_RUN_WORKERS") or 2))
@@ -69,16 +82,47 @@ class _NotebookTimer:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "after_notebooks: runs after every notebook item of the session")
+    innerloop.guard_the_broker()
     if not config.pluginmanager.has_plugin("course-notebook-timer"):
         config.pluginmanager.register(_NotebookTimer(), "course-notebook-timer")
 
 
+# ------------------------------------------------------------------ what is slow: the inner loop
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Note the test that runs now (innerloop.refuse_in_a_fast_test fails it if it is not marked
+    slow and starts a broker or the learners' pass)."""
+    with innerloop.running(item):
+        yield
+
+
+@pytest.hookimpl(tryfirst=True)  # before the root conftest.py stops the session's broker
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """No orphan: a pass still running when the session ends (an early -x stop) is stopped.
+    A session of tests not marked slow fails if it leaves a broker or a learners' pass running."""
+    running = _PASS.pop("pass", None)
+    if running is not None:
+        running.stop()
+    if session.items and innerloop.ran_only_fast_tests():
+        left = innerloop.left_running()
+        if left:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            _say(session.config, "\na session of tests not marked slow left a broker or the learners' pass running "
+                                 "(pid command):\n  " + "\n  ".join(left))
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marks must be on the items by then
 def pytest_collection_modifyitems(session, config, items):
-    """Order the session so the learners' pass (started in the background when collection
-    ends) overlaps the most: first everything else, nbval's notebooks included, then the
-    tests marked ``after_notebooks``, last the tests that read the pass and the browser tests
-    (which also read it, and need the CPU more than the waiting pass does)."""
+    """Mark ``slow`` what ``innerloop.slow_reason`` names; then order the session so the learners'
+    pass (started in the background when collection ends) overlaps the most: first
+    everything else, nbval's notebooks included, then the tests marked ``after_notebooks``,
+    last the tests that read the pass and the browser tests (which also read it, and need
+    the CPU more than the waiting pass does)."""
+    for item in items:
+        if item.get_closest_marker("slow") is None and innerloop.slow_reason(item) is not None:
+            item.add_marker(pytest.mark.slow)
+
     def group(item: pytest.Item) -> int:
         if _uses_learner_run(item) or item.get_closest_marker("browser") is not None:
             return 2
@@ -169,7 +213,7 @@ def _say(config: pytest.Config, line: str) -> None:
 
 
 def _learner_run_dir() -> Path:
-    return Path(os.environ.get("COURSE_LEARNER_RUN_DIR") or ROOT / "build" / "learner-run")
+    return Path(os.environ.get("COURSE_LEARNER_RUN_DIR") or BUILD / "learner-run")
 
 
 def _uses_learner_run(item: pytest.Item) -> bool:
@@ -230,6 +274,8 @@ _PASS: dict[str, _LearnerPass] = {}
 def _start_learner_pass(config: pytest.Config) -> _LearnerPass:
     from helpers.kafka import broker
 
+    innerloop.refuse_in_a_fast_test("starts the learners' pass")
+
     broker.connect(quiet=True)  # the session's broker first: the pass then reuses it, never races to start one
     notebooks = learner_notebooks()
     _PASS["pass"] = _LearnerPass(_learner_run_dir(), notebooks)
@@ -258,13 +304,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if _learner_run_skipped() or _learner_run_reused(_learner_run_dir()) is not None:
         return
     _start_learner_pass(session.config)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """No orphan: a pass still running when the session ends (an early -x stop) is stopped."""
-    running = _PASS.pop("pass", None)
-    if running is not None:
-        running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-HELPERS = Path(__file__).resolve().parent.parent / "helpers"
-ARCHITECTURE = HELPERS.parent / "docs" / "architecture.md"
+from helpers.tooling.paths import DOCS, ROOT
+
+HELPERS = ROOT / "helpers"
+ARCHITECTURE = DOCS / "architecture.md"
 MAX_LINES = 600
 WINGS = ("helpers.checks", "helpers.tooling")
 #: The learner's packages, bottom first (docs/architecture.md's table gives what each may import).

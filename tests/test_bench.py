@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers.tooling.paths import ROOT
 
 
@@ -36,6 +38,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # a quick benchmark (10 s)
 def test_bench_quick_writes_the_json_and_prints_the_table(tmp_path):
     out = tmp_path / "bench.json"
     scratch = tmp_path / "tmp"  # the bench's temporary state directories land here

@@ -121,6 +121,7 @@ def test_probe_tells_kafka_from_a_closed_port_and_from_another_program():
         t.join(5)
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_state_file_records_the_broker_and_a_second_caller_reuses_it(state):
     first = embedded.start_embedded()
     assert not first["reused"] and first["bootstrap_servers"].startswith("127.0.0.1:")
@@ -130,6 +131,7 @@ def test_state_file_records_the_broker_and_a_second_caller_reuses_it(state):
     assert second["reused"] and second["pid"] == first["pid"]
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_broker_listens_on_loopback_only(state):
     import psutil
 
@@ -138,6 +140,7 @@ def test_broker_listens_on_loopback_only(state):
     assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_stale_state_file_of_a_dead_broker_is_replaced(state):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -148,12 +151,14 @@ def test_stale_state_file_of_a_dead_broker_is_replaced(state):
     assert probe.probe("127.0.0.1", fresh["port"]) == "kafka"
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_garbage_state_file_is_treated_as_stale(state):
     (state / "broker.json").write_text("{not json")
     assert embedded.read_state() is None
     assert not embedded.start_embedded()["reused"]
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_killed_broker_is_detected_and_replaced(state):
     first = embedded.start_embedded()
     assert embedded.kill_embedded() == first["pid"]
@@ -164,6 +169,7 @@ def test_killed_broker_is_detected_and_replaced(state):
     assert not second["reused"] and second["pid"] != first["pid"]
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_requested_port_already_in_use_fails_clearly(state):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -173,6 +179,7 @@ def test_requested_port_already_in_use_fails_clearly(state):
     assert embedded.read_state() is None
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_free_port_is_chosen_when_another_program_holds_one(state):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -181,6 +188,7 @@ def test_free_port_is_chosen_when_another_program_holds_one(state):
         assert started["port"] != taken.getsockname()[1]
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_stop_stops_and_reports(state):
     import psutil
 
@@ -190,12 +198,7 @@ def test_stop_stops_and_reports(state):
     assert embedded.stop_embedded() is False
 
 
-def test_unreachable_environment_cluster_names_the_fix(monkeypatch):
-    monkeypatch.setenv(probe.ENV_BOOTSTRAP, "127.0.0.1:1")
-    with pytest.raises(probe.BrokerUnavailable, match="unset KAFKA_BOOTSTRAP_SERVERS"):
-        broker.connect()
-
-
+@pytest.mark.slow  # starts a broker of its own
 def test_clients_of_a_killed_broker_get_a_clear_error_naming_the_fix(state):
     kafka = broker.connect(quiet=True)
     embedded.kill_embedded()

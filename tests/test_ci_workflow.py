@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.tooling.paths import ROOT
+
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 COMPOSE = ROOT / "docker" / "compose.yml"
 

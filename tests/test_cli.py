@@ -38,6 +38,7 @@ def _run_clean(env, *args, timeout=120):
     return out, time.monotonic() - started
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_doctor_starts_the_embedded_broker_and_passes_in_under_10_s(clean_env):
     out, seconds = _run_clean(clean_env, "doctor")
     print(out.stdout, f"doctor took {seconds:.2f} s")
@@ -49,6 +50,7 @@ def test_doctor_starts_the_embedded_broker_and_passes_in_under_10_s(clean_env):
     assert info["kind"] == "embedded" and info["bootstrap_servers"].startswith("127.0.0.1:") and info["pid"]
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_broker_start_status_stop(clean_env):
     started, _ = _run_clean(clean_env, "broker", "start")
     assert started.returncode == 0 and "started" in started.stdout
@@ -58,14 +60,6 @@ def test_broker_start_status_stop(clean_env):
     assert "stopped" in stopped.stdout
     status, _ = _run_clean(clean_env, "broker", "status", "--json")
     assert status.returncode == 1 and json.loads(status.stdout)["running"] is False
-
-
-@pytest.mark.parametrize("command", [["doctor"], ["run", "lessons/00_welcome.ipynb"]])
-def test_unreachable_cluster_fails_fast_naming_the_fix(command):
-    out, seconds = _cli(*command, env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, timeout=60)
-    text = out.stdout + out.stderr
-    assert out.returncode != 0 and seconds < 15
-    assert "KAFKA_BOOTSTRAP_SERVERS" in text and "broker start" in text
 
 
 def test_bad_time_scale_is_refused_naming_it(kafka):

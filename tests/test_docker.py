@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.tooling.paths import ROOT
+
 COMPOSE = ROOT / "docker" / "compose.yml"
 
 

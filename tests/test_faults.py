@@ -29,8 +29,8 @@ import pytest
 
 from helpers.core.wait import wait_until
 from helpers.kafka import broker, embedded, probe
+from helpers.tooling.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 WELCOME = ROOT / "lessons" / "00_welcome.ipynb"
 FIX_HINT = re.compile(r"python -m helpers broker start|unset KAFKA_BOOTSTRAP_SERVERS")
 
@@ -112,6 +112,7 @@ def _consume_all(kafka, topic: str, expected: int, group_id: str | None = None, 
 
 # ------------------------------------------------------------- 1. broker SIGKILLed
 
+@pytest.mark.slow  # starts a broker of its own
 def test_broker_killed_while_a_consumer_runs(private_state):
     from helpers.backlog import consumers
     from helpers.kafka.clients import partitions_for, unique_name
@@ -220,6 +221,7 @@ def not_kafka_on_9092():
         server.close()
 
 
+@pytest.mark.slow  # starts a broker of its own (through the doctor)
 def test_port_9092_held_by_something_that_is_not_kafka(private_state, not_kafka_on_9092):
     assert probe.probe(*broker.DOCKER_ADDRESS) == "not-kafka"
 
@@ -279,6 +281,7 @@ def _stdout_json(notebook: Path) -> dict:
     raise AssertionError(f"no JSON line printed in {notebook}")
 
 
+@pytest.mark.slow  # two kernels and a broker of their own (17 s)
 def test_two_notebooks_at_once_do_not_collide(private_state, tmp_path):
     from kafka import KafkaAdminClient
 

@@ -5,7 +5,6 @@ Each embedded-broker difference the helpers hide is covered here.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,8 +15,7 @@ import pytest
 from kafka import TopicPartition
 
 from helpers.kafka import clients, events, lag
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers.tooling.paths import ROOT
 
 
 def _produce(kafka, topic, n, *, batched=True, partitions=1):

@@ -240,6 +240,7 @@ def chain():
         yield c
 
 
+@pytest.mark.slow  # lab 1's check against live services (2-4 s)
 def test_lab1_weakest_link(chain):
     from helpers import services
 
@@ -263,6 +264,7 @@ def test_lab1_weakest_link(chain):
     assert_not_yet(judge(checks.check_lab1_weakest_link, lambda chain: 2), "should return a service name")
 
 
+@pytest.mark.slow  # lab 1's check against live services (2-4 s)
 def test_lab1_timeout(chain):
     from helpers import services
 
@@ -279,6 +281,7 @@ def test_lab1_timeout(chain):
     assert_not_yet(judge(checks.check_lab1_timeout, chain, lambda c: services.call(c).ok), "not a CallResult")
 
 
+@pytest.mark.slow  # lab 1's check against live services (2-4 s)
 def test_lab1_retries(chain):
     import tenacity
 
@@ -316,6 +319,7 @@ def test_lab1_retries(chain):
     assert all(svc.is_up for svc in chain), "the check brings the service back"
 
 
+@pytest.mark.slow  # lab 1's check against live services (2-4 s)
 def test_lab1_breaker(chain):
     import pybreaker
 

@@ -163,6 +163,7 @@ def test_the_pass_names_a_bad_worker_count(tmp_path, capsys):
     assert "workers" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # starts a learners' pass
 def test_stopping_the_pass_stops_everything_it_started():
     """What the session does when it ends before the pass (-x): the pass and its children go."""
     import subprocess

@@ -18,6 +18,7 @@ import re
 from functools import cache
 from pathlib import Path
 
+import coursefiles
 import nbformat
 import pytest
 
@@ -46,8 +47,8 @@ CHECK = re.compile(r"^#\s*check:\s*(C\d+)\b")
 
 def _source_of(folder: str, number: str) -> Path | None:
     """The notebook of one COURSE_PATH entry (labs from labs/sources/), None if not written yet."""
-    directory = LAB_SOURCES if folder == "labs" else ROOT / folder
-    found = sorted(directory.glob(f"{number}_*.ipynb"))
+    notebooks = coursefiles.LAB_SOURCES if folder == "labs" else coursefiles.LESSON_NOTEBOOKS
+    found = [p for p in notebooks if p.name.startswith(f"{number}_")]
     assert len(found) <= 1, f"{folder}/{number}: more than one notebook: {[p.name for p in found]}"
     return found[0] if found else None
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from coursefiles import LEARNER_LABS, LESSON_NOTEBOOKS, rel
 
 from helpers.tooling import links
+from helpers.tooling.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 REPO = "https://github.com/example/async-events"
 HUB = "https://hub.example.edu"
 # The course path as README's table "The course" lists it, written out here independently of
@@ -25,11 +26,9 @@ PATH_ORDER = ["lessons/00", "lessons/01", "lessons/02", "lessons/03", "labs/01",
 
 
 def _expected() -> list[str]:
-    out = []
-    for prefix in PATH_ORDER:
-        folder, number = prefix.split("/")
-        out += [p.relative_to(ROOT).as_posix() for p in sorted((ROOT / folder).glob(f"{number}_*.ipynb"))]
-    return out
+    """The lessons and learner labs in PATH_ORDER (the committed notebooks, not links.notebooks())."""
+    committed = [rel(p) for p in LESSON_NOTEBOOKS + LEARNER_LABS]
+    return [path for prefix in PATH_ORDER for path in committed if path.startswith(f"{prefix}_")]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,7 @@
-"""Every notebook follows docs/authoring.md: stripped, navigable, parameterised, claims tagged."""
+"""Every notebook follows docs/authoring.md: stripped, its links resolving, parameterised, claims tagged.
+
+The navigation line, the course path and the rest of the learning design are tests/test_learning_design.py's.
+"""
 from __future__ import annotations
 
 import ast
@@ -7,18 +10,18 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from coursefiles import LAB_SOLUTIONS, LEARNER_LABS, LESSON_NOTEBOOKS, NOTEBOOKS
 
 from helpers.tooling import slides
-from helpers.tooling.lint import all_notebooks, claim_problems, claims, is_stripped, required_claims, tags
+from helpers.tooling.lint import claim_problems, claims, is_stripped, lesson_exists, required_claims, tags
 from helpers.tooling.paths import ROOT
 
-LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
-LAB_NOTEBOOKS = sorted((ROOT / "labs").glob("*.ipynb")) + sorted((ROOT / "labs" / "solutions").glob("*.ipynb"))
+LESSONS = LESSON_NOTEBOOKS
+LAB_NOTEBOOKS = LEARNER_LABS + LAB_SOLUTIONS
 COURSE_NOTEBOOKS = LESSONS + LAB_NOTEBOOKS
 EXPECTED_LESSONS = ["00_welcome", "01_synchronous_calls", "02_cascading_failures", "03_cascading_delays",
                     "04_asynchronous_events", "05_temporal_coupling", "06_increased_reliability",
                     "07_slow_consumers", "08_embracing_async", "09_price_of_asynchrony"]
-NAV = re.compile(r"\[[^\]]*Contents[^\]]*\]\(([^)]+)\)")
 LINK = re.compile(r"\]\(([^)#\s]+\.ipynb)\)")
 
 
@@ -34,17 +37,9 @@ def test_every_lesson_of_the_course_exists():
     assert [p.stem for p in LESSONS] == EXPECTED_LESSONS
 
 
-@pytest.mark.parametrize("path", all_notebooks(), ids=_id)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
 def test_notebook_is_committed_without_outputs(path):
     assert is_stripped(_read(path)), f"{_id(path)} has outputs: run `python -m helpers strip {_id(path)}`"
-
-
-@pytest.mark.parametrize("path", COURSE_NOTEBOOKS, ids=_id)
-def test_navigation_line_at_top_and_bottom(path):
-    cells = _read(path).cells
-    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# "), "first cell: a '# Title'"
-    assert NAV.search(cells[0].source), "first cell needs the navigation line with a Contents link"
-    assert cells[-1].cell_type == "markdown" and NAV.search(cells[-1].source), "last cell: the navigation line"
 
 
 @pytest.mark.parametrize("path", COURSE_NOTEBOOKS, ids=_id)
@@ -99,7 +94,7 @@ def test_the_claims_table_lists_c1_to_c20_and_only_requires_claims_whose_lesson_
     assert CLAIMS["C1"].lessons == ("01", "02") and CLAIMS["C7"].lessons == ("04", "05")
     required = required_claims()
     for claim in CLAIMS.values():
-        exists = any((ROOT / "lessons").glob(f"{claim.lessons[0]}_*.ipynb"))
+        exists = lesson_exists(claim.lessons[0])
         assert (claim.id in required) == exists, claim
     # A lesson written later makes its claims required.
     lessons = tmp_path / "lessons"

@@ -6,11 +6,10 @@ import os
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.tooling.paths import ROOT
 
 
 def _run(tool: str, args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -27,6 +26,7 @@ def test_ruff_passes():
     assert out.returncode == 0, f"ruff check helpers tests:\n{out.stdout}{out.stderr}"
 
 
+@pytest.mark.slow  # mypy over helpers/ (4 s)
 def test_mypy_passes():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text()).get("tool", {}).get("mypy", {})
     configured = any(config.get(key) for key in ("files", "packages", "modules"))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.tooling.paths import ROOT
+from helpers.tooling.runner import course_notebooks
+
 CI_TIME_SCALE = 0.1
 
 
@@ -40,7 +41,7 @@ def test_nbval_executes_every_course_notebook():
     """pytest's testpaths reach every lesson and lab solution, and nbval runs them (lax)."""
     options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     paths = [ROOT / p for p in options["testpaths"]]
-    notebooks = sorted((ROOT / "lessons").glob("*.ipynb")) + sorted((ROOT / "labs" / "solutions").glob("*.ipynb"))
+    notebooks = course_notebooks()
     assert notebooks
     unreached = [str(nb.relative_to(ROOT)) for nb in notebooks if not any(p in nb.parents for p in paths)]
     assert not unreached, f"not under pytest's testpaths {options['testpaths']}: {unreached}"

@@ -178,6 +178,7 @@ def test_sample_latency_matches_the_median_and_p99_asked_for():
 # --------------------------------------------------------------------------- pools
 
 
+@pytest.mark.slow  # over a second
 def test_a_saturated_pool_lowers_throughput():
     with start_chain(1, latency=0.1) as chain:
         free = measure(chain, 16, concurrency=8)
@@ -267,6 +268,7 @@ def test_local_operations_are_measured_and_not_instant():
     assert not [t for t in lifecycle.course_threads() if "contention" in t]  # joined before returning
 
 
+@pytest.mark.slow  # over a second
 def test_a_blocked_caller_costs_memory_and_a_pool_slot_and_a_busy_one_costs_cpu():
     blocked = costs.waiting(callers=20, wait=0.2, how="blocked")
     polling = costs.waiting(callers=20, wait=0.2, how="polling")

@@ -92,6 +92,7 @@ def test_bad_parameters_raise_valueerror_naming_them(kwargs, name):
 # --------------------------------------------------------------------------- simulation vs live
 
 
+@pytest.mark.slow  # over a second
 def test_live_end_to_end_latency_matches_the_simulation_for_fixed_hop_latency():
     hop = 0.05
     sim = simulation.simulate_chain(3, 100, latency=hop)

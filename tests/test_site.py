@@ -18,8 +18,8 @@ import pytest
 
 from helpers.tooling import site
 from helpers.tooling.links import Repo, binder_link, hub_link
+from helpers.tooling.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 REPO, REF, HUB = "https://github.com/example/async-events", "term-2026", "https://hub.example.edu"
 SOURCES = ("lessons/00_welcome.ipynb", "lessons/01_synchronous_calls.ipynb",
            "labs/solutions/02_from_calls_to_events.ipynb")
@@ -96,6 +96,7 @@ def _page(built, rel: str) -> str:
     return (built.out / rel).read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # builds the site (the module's `built`: 5 s)
 def test_the_pages_follow_the_course_path(built, tmp_path):
     assert [p.staged for p in built.pages] == ["lessons/00_welcome.ipynb", "lessons/01_synchronous_calls.ipynb",
                                                "labs/02_from_calls_to_events.ipynb"]
@@ -117,6 +118,7 @@ def test_the_pages_follow_the_course_path(built, tmp_path):
                           "labs/07_x.ipynb"]
 
 
+@pytest.mark.slow  # builds the site (the module's `built`: 5 s)
 def test_plotly_js_ships_once_and_nothing_loads_from_the_network(built):
     bundles = [p for p in built.out.rglob("*") if p.is_file() and "window.Plotly = Plotly" in
                p.read_text(encoding="utf-8", errors="replace")]
@@ -130,6 +132,7 @@ def test_plotly_js_ships_once_and_nothing_loads_from_the_network(built):
     assert built.bytes < 30_000_000
 
 
+@pytest.mark.slow  # builds the site (the module's `built`: 5 s)
 def test_only_pages_with_a_figure_load_plotly_js(built):
     with_figure = _page(built, "lessons/01_synchronous_calls.html")
     assert 'class="course-plotly"' in with_figure and "_static/course-figures.js" in with_figure
@@ -140,6 +143,7 @@ def test_only_pages_with_a_figure_load_plotly_js(built):
         assert "_static/doctools.js" in page, rel  # only those two scripts went
 
 
+@pytest.mark.slow  # builds the site (the module's `built`: 5 s)
 def test_figures_and_widgets_become_interactive_plotly_divs(built):
     page = _page(built, "lessons/01_synchronous_calls.html")
     payloads = re.findall(r'<script type="application/json" class="course-plotly-data">(.*?)</script>', page, re.S)
@@ -153,6 +157,7 @@ def test_figures_and_widgets_become_interactive_plotly_divs(built):
     assert "TIME_SCALE = 1.0  # INJECTED-BY-PAPERMILL" not in page    # papermill's injected cell is dropped
 
 
+@pytest.mark.slow  # builds the site (the module's `built`: 5 s)
 def test_every_page_has_its_launch_buttons(built):
     repo = Repo("example", "async-events")
     for path, launch in (("lessons/01_synchronous_calls.html", "lessons/01_synchronous_calls.ipynb"),
@@ -163,6 +168,7 @@ def test_every_page_has_its_launch_buttons(built):
     assert "labs/solutions/" not in _page(built, "labs/02_from_calls_to_events.html").split("course-launch")[1][:2000]
 
 
+@pytest.mark.slow  # builds the site (the module's `built`: 5 s)
 def test_links_between_notebooks_lead_to_their_pages(built):
     page = _page(built, "lessons/01_synchronous_calls.html")
     assert 'href="00_welcome.html"' in page
@@ -170,6 +176,7 @@ def test_links_between_notebooks_lead_to_their_pages(built):
     assert not re.search(r'href="(?!https?:)[^"]*\.ipynb"', page), "a relative link to a raw notebook"
 
 
+@pytest.mark.slow  # builds the site (the module's `built`: 5 s)
 def test_docs_pages_and_search(built):
     for name in site.DOC_PAGES:
         if (ROOT / "docs" / name).is_file():
@@ -193,6 +200,7 @@ def test_the_command_line_names_a_bad_option(tmp_path, capsys):
     assert not (tmp_path / "site").exists()
 
 
+@pytest.mark.slow  # builds the site (the module's `built`: 5 s)
 def test_every_page_has_the_course_mark_as_its_icon(built):
     """A browser that finds no ``<link rel="icon">`` asks for /favicon.ico, which the site does
     not have (a 404 and a console error on the first page): every page, search included, names

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from coursefiles import LESSON_NOTEBOOKS
 
 from helpers.tooling import slides
 
-ROOT = Path(__file__).resolve().parents[1]
-LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
+LESSONS = LESSON_NOTEBOOKS
 
 
 @pytest.fixture

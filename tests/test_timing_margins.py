@@ -89,7 +89,8 @@ def test_each_notebook_builds_its_durations_from_its_plan(demo):
         assert leftover not in code, f"{path}: {leftover!r} is a duration outside the plan"
 
 
-@pytest.mark.parametrize("time_scale", TIME_SCALES)
+@pytest.mark.parametrize("time_scale", [pytest.param(s, marks=pytest.mark.slow) if s == 1.0 else s  # waits out 2.5 s
+                                        for s in TIME_SCALES])
 def test_live_the_hung_chain_of_lab_1_answers_before_its_timeout(time_scale):
     lab = faults.lab1_timings(time_scale)
     with services.start_chain(3, latency=lab.latency, timeout=lab.chain_timeout) as chain:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from coursefiles import LAB_SOURCES, LESSON_NOTEBOOKS, lesson, rel
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "lessons").glob("*.ipynb")) + sorted((ROOT / "labs" / "sources").glob("*.ipynb"))
+NOTEBOOKS = LESSON_NOTEBOOKS + LAB_SOURCES
 TAG = "under-the-hood"
 HEADING = "#### Under the hood"
 MAX_LINES = 15
@@ -27,7 +27,7 @@ REQUIRED = ("04", "06", "07", "08")
 
 
 def _id(path: Path) -> str:
-    return str(path.relative_to(ROOT))
+    return rel(path)
 
 
 def _tags(cell: nbformat.NotebookNode) -> list[str]:
@@ -119,11 +119,11 @@ def test_under_the_hood_cells_are_short_collapsed_plain_kafka_and_checked_agains
 
 @pytest.mark.parametrize("number", REQUIRED)
 def test_lessons_relying_on_kafka_helpers_open_one(number):
-    found = sorted((ROOT / "lessons").glob(f"{number}_*.ipynb"))
+    found = lesson(number)
     assert found, f"lesson {number} does not exist"
-    nb = nbformat.read(found[0], as_version=4)
+    nb = nbformat.read(found, as_version=4)
     assert any(TAG in _tags(c) for c in nb.cells), (
-        f"{_id(found[0])} relies on helpers that hide Kafka calls: add a cell tagged {TAG!r} after a markdown "
+        f"{_id(found)} relies on helpers that hide Kafka calls: add a cell tagged {TAG!r} after a markdown "
         f"cell starting {HEADING!r} (see docs/authoring.md)")
 
 

@@ -39,12 +39,13 @@ from ..core.params import check_int, check_positive
 from ..core.wait import WaitTimeout, progress_bar, wait_until
 from ..kafka.clients import TEACHING_CONSUMER, Kafka, partitions_for, unique_name
 from ..kafka.lag import committed
+from . import pollloop
 from .pollloop import COMMIT_STRATEGIES, check_commit
 from .reports import Exposure, ReportReader, Tally, batch_risk, count_report, exposure, processed_records
 
 __all__ = [
-    "COMMIT_STRATEGIES", "SESSION_TIMEOUT_S", "ConsumerGroup", "ConsumerProcess", "describe_assignment",
-    "kill_mid_batch", "process_alive", "stop_many", "wait_processed",
+    "CHILD_MODULE", "COMMIT_STRATEGIES", "SESSION_TIMEOUT_S", "ConsumerGroup", "ConsumerProcess",
+    "describe_assignment", "kill_mid_batch", "process_alive", "stop_many", "wait_processed",
 ]
 
 #: Seconds without a heartbeat after which the broker declares a member dead and hands its
@@ -52,6 +53,10 @@ __all__ = [
 #: not scale with TIME_SCALE, so durations raced against it derive from it (drains.deadline).
 SESSION_TIMEOUT_S: float = TEACHING_CONSUMER["session_timeout_ms"] / 1000
 _REPO_ROOT = Path(__file__).resolve().parents[2]  # the child imports helpers from here
+#: The module each consumer process runs (``python -m CHILD_MODULE``), named from the module
+#: itself: what finds these processes by their command line (tests/test_consumers.py, the
+#: orphan check helpers.tooling.orphans that .ci/run calls) reads this, so a move cannot blind it.
+CHILD_MODULE: str = pollloop.__name__
 _WORKDIR: Path | None = None
 _WORKDIR_LOCK = threading.Lock()
 _names = itertools.count(1)
@@ -139,7 +144,7 @@ class ConsumerProcess(lifecycle.Managed):
         self.report_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "helpers.backlog.pollloop"], cwd=str(_REPO_ROOT), env=env,
+                [sys.executable, "-m", CHILD_MODULE], cwd=str(_REPO_ROOT), env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, close_fds=True,
             )
         with self._lock:

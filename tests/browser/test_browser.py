@@ -12,7 +12,7 @@ each notebook is executed once per CI run): opened in JupyterLab without running
 starts), their saved outputs must render (every cell, every figure, no error output; their
 widgets show only as text there, so widgets are checked live, here and in the fixtures).
 One screenshot per lesson in build/screenshots/. All of them open in one JupyterLab page,
-one after the other (conftest.py: ``lab.page()``).
+one after the other (rig.py: ``lab.page()``).
 
 The fixture tests prove the checker can fail: tests/browser/fixtures/ holds a notebook
 that renders (and whose slider redraws its figure), one whose plotly figure cannot
@@ -20,7 +20,7 @@ render, one whose widget view points to a model that does not exist, and one wit
 cell that raises; and a hand-made executed notebook shows that ``lab.open`` (no kernel)
 fails an error output and a figure that breaks the notebook's rendering.
 
-Run: ``python -m pytest tests/browser -m browser`` (the rig lives in conftest.py).
+Run: ``python -m pytest tests/browser`` (the rig is rig.py; conftest.py holds its fixtures).
 """
 from __future__ import annotations
 
@@ -28,15 +28,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "build" / "screenshots"  # git-ignored (build/)
+from coursefiles import LESSON_NOTEBOOKS, rel
+from rig import SCREENSHOTS
 
 pytestmark = pytest.mark.browser
 
 #: The lesson run live in the browser (its experiment widget: sliders over a live figure).
 LIVE_LESSON = "lessons/01_synchronous_calls.ipynb"
-LESSONS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "lessons").glob("*.ipynb"))
+LESSONS = [rel(p) for p in LESSON_NOTEBOOKS]
 EXECUTED = [p for p in LESSONS if p != LIVE_LESSON]
 
 

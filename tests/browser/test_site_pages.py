@@ -10,7 +10,7 @@ with where it came from (its text names none), a response with its status. Nothi
 the page's icon included: a page is checked once the network has been quiet, since the browser
 asks for the icon after the load event.
 
-The browser is ``offline_browser_context`` (conftest.py): it cannot reach anything but
+The browser is ``offline_browser_context`` (conftest.py, rig.py): it cannot reach anything but
 127.0.0.1 and keeps its HTTP cache, and each page records every request that tried to leave.
 ``PARALLEL_PAGES`` pages are checked at once (each has its own renderer process, and axe takes
 seconds per page). A hand-made page proves the check fails on each thing it looks for.
@@ -29,11 +29,11 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+import rig
 
 from helpers.tooling import site
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "build" / "screenshots" / "site"
+SCREENSHOTS = rig.SCREENSHOTS / "site"
 REPO, REF, HUB = "https://github.com/example/async-events", "main", "https://hub.example.edu"
 BLOCKING = ("serious", "critical")
 FIGURES_TIMEOUT_S = 30

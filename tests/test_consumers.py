@@ -361,7 +361,7 @@ def test_groups_ask_their_members_through_public_methods():
     stop, pause/resume with wait=False, wait_paused), never its private ones."""
     assert _private_reaches("m._send('resume')\nfor p in ps: p._finish_stop(1)\nself._x\nos._exit(0)\n"
                             "import os") == ["line 1: m._send", "line 2: p._finish_stop"]  # the scan sees them
-    backlog = REPO / "helpers" / "backlog"
+    backlog = ROOT / "helpers" / "backlog"
     reaches = {path.name: found for path in sorted(backlog.glob("*.py"))
                if (found := _private_reaches(path.read_text()))}
     assert reaches == {}

@@ -24,9 +24,10 @@ from pathlib import Path
 
 COURSE = Path(os.environ.get("COURSE_DIR", "/course"))
 FIRST_LESSON = "lessons/00_welcome.ipynb"
-#: What the learner gets a copy of (labs/sources/ is the authors' input to the lab generator).
+#: What the learner gets a copy of (labs/sources/ is the authors' input to the lab generator,
+#: docs/site/ the website's sources).
 SHIPPED = ("lessons", "labs", "docs")
-NOT_SHIPPED = ("labs/sources",)
+NOT_SHIPPED = ("labs/sources/", "docs/site/")
 UPDATES = "course-updates"
 SKIP_PARTS = {".ipynb_checkpoints", "__pycache__"}
 
@@ -111,7 +112,11 @@ def _memory_line() -> str:
 def main() -> None:
     """Sync the learner's folder, print the URL, then replace this process with JupyterLab."""
     work = Path(os.environ.get("COURSE_WORK_DIR", "/work"))
-    for line in sync_course(COURSE, work):
+    lines = sync_course(COURSE, work)
+    added = [line for line in lines if line.startswith("added ")]
+    if len(added) > 5:  # a first start: one line, not one per notebook
+        lines = [f"added {len(added)} files (lessons, labs, docs)"] + [ln for ln in lines if ln not in added]
+    for line in lines:
         print(f"work/: {line}")
     os.environ["JUPYTER_TOKEN"] = secret = token(work)
     port = os.environ.get("JUPYTER_PORT", "8888")

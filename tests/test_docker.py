@@ -114,12 +114,13 @@ def test_sync_adds_updates_and_never_overwrites_the_learners_changes(tmp_path):
     entry = _entrypoint()
     course, work = tmp_path / "course", tmp_path / "work"
     for rel, text in {"lessons/00_a.ipynb": "a1", "lessons/01_b.ipynb": "b1", "labs/01_l.ipynb": "l1",
-                      "labs/sources/01_l.ipynb": "source", "docs/glossary.md": "g1",
+                      "labs/sources/01_l.ipynb": "source", "docs/glossary.md": "g1", "docs/site/conf.py": "x",
                       "lessons/.ipynb_checkpoints/00_a-checkpoint.ipynb": "x"}.items():
         _write(course / rel, text)
     assert entry.sync_course(course, work) == ["added lessons/00_a.ipynb", "added lessons/01_b.ipynb",
                                                 "added labs/01_l.ipynb", "added docs/glossary.md"]
     assert not (work / "labs" / "sources").exists() and not (work / "lessons" / ".ipynb_checkpoints").exists()
+    assert not (work / "docs" / "site").exists()
     assert entry.sync_course(course, work) == []  # a restart changes nothing
 
     (work / "lessons" / "00_a.ipynb").write_text("a1 with the learner's answers")

@@ -127,9 +127,9 @@ class StartedLab:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
-        self.url = self._wait_for_url()
+        self.url = ""
 
-    def _wait_for_url(self) -> str:
+    def wait_for_url(self) -> str:
         """The page `helpers start` opens in the learner's browser: jupyter_server writes it as
         ``jpserver-file-to-run-<pid>-open.html`` (a redirect to the first lesson, token included)
         in the runtime folder, and hands that file to the browser (here: ``--no-browser``)."""
@@ -139,7 +139,8 @@ class StartedLab:
             for page in self.runtime.glob("jpserver-file-to-run-*-open.html"):
                 found = pattern.search(page.read_text(errors="replace"))
                 if found:
-                    return found.group(1)
+                    self.url = found.group(1)
+                    return self.url
             if self.proc.poll() is not None:
                 break
             time.sleep(0.25)
@@ -212,6 +213,7 @@ def start_lab(tmp_path, kafka):
 
     def start(user_settings: dict[str, dict]) -> StartedLab:
         started.append(StartedLab(tmp_path / f"lab{len(started)}", user_settings))
+        started[-1].wait_for_url()  # after the append: a start that opens no page is stopped too
         return started[-1]
 
     yield start

@@ -5,6 +5,8 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -84,7 +86,7 @@ def test_the_work_folder_is_in_git_but_its_contents_are_not_nor_in_the_image():
     root), `git pull` never touches what is in it, and the image build never copies it."""
     source = (COMPOSE.parent / _compose()["services"]["jupyter"]["volumes"][0]["source"]).resolve()
     assert source == ROOT / "work" and (source / ".gitignore").is_file()
-    assert (source / ".gitignore").read_text().split("\n")[-3:] == ["*", "!.gitignore", ""]
+    assert (source / ".gitignore").read_text().splitlines()[-2:] == ["*", "!.gitignore"]
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "work" in ignored and "docker/.env" in ignored
     assert "docker/.env" in (ROOT / ".gitignore").read_text().split()
@@ -153,7 +155,9 @@ def test_the_token_is_the_learners_or_one_kept_across_restarts(tmp_path, monkeyp
     monkeypatch.setenv("JUPYTER_TOKEN", "")  # compose passes an empty one when docker/.env has none
     made = entry.token(tmp_path)
     kept = tmp_path / ".course-state" / "jupyter-token"
-    assert len(made) == 48 and kept.read_text() == made and kept.stat().st_mode & 0o077 == 0
+    assert len(made) == 48 and kept.read_text() == made
+    if sys.platform != "win32":  # the container is Linux; Windows has no such mode bits
+        assert kept.stat().st_mode & 0o077 == 0
     assert entry.token(tmp_path) == made
 
 

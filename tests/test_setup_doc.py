@@ -8,12 +8,12 @@ and every source must be cited.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SETUP = ROOT / "docs" / "setup.md"
+from helpers.tooling.paths import DOCS, ROOT
+
+SETUP = DOCS / "setup.md"
 SYSTEMS = {"Windows with Docker Desktop": "windows-with-docker-desktop", "Windows with WSL": "windows-with-wsl",
            "macOS": "macos", "Linux": "linux"}
 
@@ -34,7 +34,7 @@ def sources(text: str) -> dict[int, str]:
 
 
 def test_one_section_per_system_under_the_linked_anchors():
-    found = sections(SETUP.read_text())
+    found = sections(SETUP.read_text(encoding="utf-8"))
     for title, anchor in SYSTEMS.items():
         assert title in found, f"docs/setup.md has no '## {title}' section"
         assert slug(title) == anchor
@@ -46,7 +46,7 @@ def test_one_section_per_system_under_the_linked_anchors():
 
 
 def test_every_known_problem_cites_a_source_and_every_source_has_an_address():
-    text = SETUP.read_text()
+    text = SETUP.read_text(encoding="utf-8")
     listed = sources(text)
     assert listed and sorted(listed) == list(range(1, len(listed) + 1))
     for number, entry in listed.items():
@@ -63,7 +63,7 @@ def test_every_known_problem_cites_a_source_and_every_source_has_an_address():
 
 
 def test_readme_links_the_page_and_each_section():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for anchor in ["", *SYSTEMS.values(), "the-bundled-docker-setup", "what-helpers-start-opens"]:
         assert f"(docs/setup.md{'#' + anchor if anchor else ''})" in readme, anchor
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -35,9 +34,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import rig
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "build" / "screenshots"
+from helpers.tooling.paths import ROOT
+
+SCREENSHOTS = rig.SCREENSHOTS
 SETTINGS = ROOT / "jupyter-config" / "labconfig" / "default_setting_overrides.d" / "asynchronous-events.json"
 PLUGIN = "@jupyterlab/apputils-extension:notification"
 FIRST_LESSON = "lessons/00_welcome.ipynb"
@@ -97,17 +98,11 @@ def test_every_install_route_carries_the_settings():
 
 # ------------------------------------------------------------------ helpers start, in a browser
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class StartedLab:
     """``python -m helpers start --no-browser`` on its own port and token, its log, its URL."""
 
     def __init__(self, base: Path, user_settings: dict[str, dict]):
-        self.port, self.token = _free_port(), os.urandom(16).hex()
+        self.port, self.token = rig._free_port(), os.urandom(16).hex()
         self.log, self.runtime = base / "helpers-start.log", base / "runtime"
         settings = base / "user-settings"
         # never autosave: opening lesson 0 must not write to the committed notebook
@@ -157,27 +152,8 @@ class StartedLab:
         return {key: schema[key]["default"] for key in ("fetchNews", "checkForUpdates")}
 
     def stop(self) -> None:
-        """SIGTERM JupyterLab (it shuts its kernels down), then kill what is left of its tree
-        (never the session's broker, which tests/conftest.py started and stops)."""
-        import psutil
-
-        try:
-            tree = [p for p in psutil.Process(self.proc.pid).children(recursive=True)
-                    if "tansu" not in " ".join(p.cmdline())]
-        except psutil.Error:
-            tree = []
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        for child in tree:
-            try:
-                child.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(tree, timeout=10)
+        """JupyterLab and its kernels (never the session's broker): the rig's stop."""
+        rig._stop(self.proc)
 
 
 def first_screen(browser_context, lab: StartedLab, screenshot: Path) -> dict:

@@ -6,8 +6,10 @@ Docker engine, so the test reads repo2docker's own decision rather than re-imple
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -79,3 +81,38 @@ def test_binder_scripts_install_no_test_tools():
         code = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")] if path.exists() else []
         named = {t for t in TOOLS | extras | {"[test]"} for ln in code if t in ln}
         assert not named, f"binder/{script} installs test or dev tools: {sorted(named)}"
+
+
+def test_repo2docker_runs_postbuild_after_copying_the_repository(repo2docker_output):
+    """postBuild needs the checkout (jupyter-config/ included): repo2docker copies it first."""
+    copy = repo2docker_output.index("COPY --chown=0:0 src/ ${REPO_DIR}/")
+    assert copy < repo2docker_output.index("RUN ./binder/postBuild")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="runs binder/postBuild with bash and a shell stand-in for python")
+def test_postbuild_installs_the_course_jupyterlab_settings(tmp_path):
+    """Run binder/postBuild with a stand-in `python` (pip does nothing, sys.prefix is a temporary
+    folder): the course's settings land where JupyterLab reads default settings, and
+    jupyter_server's config manager (what JupyterLab uses for them) reads them from there."""
+    from jupyter_server.services.config.manager import ConfigManager  # what JupyterLab reads labconfig with
+
+    repo, prefix, bin_dir = tmp_path / "repo", tmp_path / "prefix", tmp_path / "bin"
+    shutil.copytree(ROOT / "jupyter-config", repo / "jupyter-config")
+    (repo / "binder").mkdir(parents=True)
+    shutil.copy(BINDER / "postBuild", repo / "binder" / "postBuild")
+    bin_dir.mkdir()
+    shim = bin_dir / "python"
+    shim.write_text('#!/bin/sh\n'
+                    'case "$1" in -m) echo "$*" >> "$PIP_LOG";; -c) echo "$FAKE_PREFIX";; *) exit 9;; esac\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_PREFIX": str(prefix),
+           "PIP_LOG": str(tmp_path / "pip.log")}
+    run = subprocess.run(["bash", "binder/postBuild"], cwd=repo, env=env, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "pip install --no-cache-dir --no-deps -e ." in (tmp_path / "pip.log").read_text()
+    labconfig = prefix / "etc" / "jupyter" / "labconfig"
+    overrides = ConfigManager(read_config_path=[str(labconfig)]).get("default_setting_overrides")
+    ours = json.loads((ROOT / "jupyter-config" / "labconfig" / "default_setting_overrides.d" /
+                       "asynchronous-events.json").read_text())
+    assert overrides == ours and overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"

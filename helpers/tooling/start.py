@@ -33,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     env = dict(os.environ)
+    # The course's JupyterLab settings (no news prompt over lesson 0): an editable install
+    # carries no data files, so point JupyterLab at the repository's jupyter-config/.
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
+        filter(None, [str(ROOT / "jupyter-config"), env.get("JUPYTER_CONFIG_PATH")]))
     if kafka.kind == "docker":  # kernels then skip the probe order and use the container directly
         env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
     os.chdir(ROOT)

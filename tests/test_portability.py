@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from helpers import unique_name
 from helpers.backlog import consumers as C
@@ -100,6 +101,7 @@ def unportable(source: str) -> list[str]:
     return [line for *_, line in sorted(found)]
 
 
+@pytest.mark.slow  # over a second
 def test_no_posix_only_import_or_call_in_helpers_outside_a_platform_branch():
     found = {str(p.relative_to(ROOT)): unportable(p.read_text(encoding="utf-8")) for p in sorted(HELPERS.rglob("*.py"))}
     found = {path: lines for path, lines in found.items() if lines}
@@ -179,6 +181,7 @@ def run_as_windows(port: int, state: Path, helpers_root: Path = ROOT) -> tuple[s
     return out, time.monotonic() - started
 
 
+@pytest.mark.slow  # over a second
 def test_on_windows_helpers_imports_and_doctor_says_what_to_start(tmp_path):
     out, seconds = run_as_windows(embedded.free_port(), tmp_path)  # nothing answers there
     text = out.stdout + out.stderr
@@ -204,6 +207,7 @@ def test_on_windows_doctor_passes_with_docker_desktops_kafka(kafka, tmp_path):
     assert "[ok  ] round trip" in text and "Ready for the course." in text
 
 
+@pytest.mark.slow  # over a second
 def test_on_windows_the_old_code_would_not_even_import(tmp_path):
     """The shim is what makes the first test mean something: a module importing fcntl at its top
     (as helpers/kafka/embedded.py did) fails in it."""

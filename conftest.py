@@ -2,7 +2,9 @@
 
 The session gets its own broker state directory (COURSE_STATE_DIR), so it never touches a
 learner's running broker; notebook kernels started by nbval or papermill inherit it and reuse
-the same broker, which is stopped at the end. COURSE_TIME_SCALE defaults to 0.1 (CI timings).
+the same broker, which is stopped at the end. Its own Kafka setting file (COURSE_KAFKA_FILE,
+absent: no setting), so a choice saved with `python -m helpers kafka use` never changes a test
+run. COURSE_TIME_SCALE defaults to 0.1 (CI timings).
 Fixtures and the notebook passes live in tests/conftest.py.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ _STATE = tempfile.mkdtemp(prefix="course-test-state-")
 os.environ.setdefault("COURSE_STATE_DIR", _STATE)
 os.environ.setdefault("COURSE_TIME_SCALE", "0.1")
 os.environ.setdefault("COURSE_PROGRESS_FILE", os.path.join(_STATE, "progress.json"))
+os.environ.setdefault("COURSE_KAFKA_FILE", os.path.join(_STATE, "kafka"))
 
 
 def pytest_sessionfinish(session, exitstatus):

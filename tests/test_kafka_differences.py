@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from helpers import doctor
-from helpers.kafka import clients, embedded, probe
+from helpers.kafka import broker, choice, clients, embedded, probe
 from helpers.tooling.paths import ROOT
 
 TABLE_HEADER = "| difference (Tansu"
@@ -98,9 +98,25 @@ def test_producers_wait_for_every_replica_and_are_not_idempotent(kafka):
         clients.producer(kafka, acks=0)
 
 
-def test_windows_learners_are_sent_to_docker_or_wsl(monkeypatch):
+def test_windows_learners_are_sent_to_docker_or_wsl(monkeypatch, tmp_path):
+    """No embedded broker on Windows: every way to it says what to start instead, and none starts it."""
     monkeypatch.setattr(sys, "platform", "win32")
-    with pytest.raises(probe.BrokerUnavailable, match="docker compose .* WSL"):
+    monkeypatch.setenv(embedded.ENV_STATE_DIR, str(tmp_path))
+    monkeypatch.setenv(choice.ENV_KAFKA_FILE, str(tmp_path / "kafka"))
+    for var in (probe.ENV_BOOTSTRAP, broker.ENV_CONFIG, choice.ENV_KAFKA):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(broker, "DOCKER_ADDRESS", ("127.0.0.1", embedded.free_port()))  # Docker Desktop is not up
+    what_to_start = r"docker compose -f docker/compose.yml up -d kafka.*setup\.md#windows-with-docker-desktop.*WSL"
+    with pytest.raises(probe.BrokerUnavailable, match=what_to_start):
         embedded.tansu_binary()
+    with pytest.raises(probe.BrokerUnavailable, match="No Kafka answers on 127.0.0.1:.*" + what_to_start):
+        broker.connect()  # no setting: the container's address is checked, then what to start
+    monkeypatch.setenv(choice.ENV_KAFKA, "embedded")
+    with pytest.raises(probe.BrokerUnavailable, match=what_to_start):
+        broker.connect()
+    monkeypatch.setenv(choice.ENV_KAFKA, "docker")
+    with pytest.raises(probe.BrokerUnavailable, match=r"docker compose -f docker/compose.yml up -d kafka.*WSL"):
+        broker.connect()
+    assert not (tmp_path / "broker.json").exists()
     check = doctor.check_platform()
-    assert "docker/" in check.detail and "WSL" in check.detail
+    assert "docker/" in check.detail and "WSL" in check.detail and "docs/setup.md#windows-with-wsl" in check.detail

@@ -60,6 +60,12 @@ CHILD_MODULE: str = pollloop.__name__
 _WORKDIR: Path | None = None
 _WORKDIR_LOCK = threading.Lock()
 _names = itertools.count(1)
+#: The exit code of a process ended by ``Popen.kill()``: minus SIGKILL on Linux and macOS; on
+#: Windows TerminateProcess's 1 (CPython's ``Popen.terminate``, which ``kill`` is there).
+if sys.platform == "win32":
+    KILLED_RETURNCODE = 1
+else:
+    KILLED_RETURNCODE = -signal.SIGKILL
 
 
 def _workdir() -> Path:
@@ -222,11 +228,12 @@ class ConsumerProcess(lifecycle.Managed):
         return self._proc.poll() if self._proc else None
 
     def kill(self) -> int:
-        """SIGKILL the process (no goodbye, no commit, no leaving the group); return its pid."""
+        """Kill the process (no goodbye, no commit, no leaving the group); return its pid.
+        ``Popen.kill()``: SIGKILL on Linux and macOS, TerminateProcess on Windows."""
         proc = self._proc
         if proc is None or proc.poll() is not None:
             raise RuntimeError(f"{self.name} is not running")
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.kill()
         proc.wait(timeout=10)
         self._ended(proc)
         return proc.pid
@@ -355,7 +362,7 @@ class ConsumerProcess(lifecycle.Managed):
 
 
 def kill_mid_batch(*consumers: ConsumerProcess, at_least: int = 1, timeout: float = 10.0) -> dict[str, int]:
-    """SIGKILL the consumers at a moment when each is in the middle of a batch.
+    """Kill the consumers (:meth:`ConsumerProcess.kill`) at a moment when each is in the middle of a batch.
 
     That is the moment a crash costs something: with commit-after some processed
     events are not committed yet, with commit-before some committed events are not
@@ -524,7 +531,7 @@ class ConsumerGroup(lifecycle.Managed):
 
         def settled_long_enough() -> bool:
             for m in self.members:
-                if m.pids and not m.alive and m.returncode not in (0, None, -signal.SIGKILL):
+                if m.pids and not m.alive and m.returncode not in (0, None, KILLED_RETURNCODE):
                     raise RuntimeError(f"{m.name} exited with code {m.returncode}; log:\n{m.log_tail()}")
             if not self.settled():
                 since.clear()

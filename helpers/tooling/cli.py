@@ -34,6 +34,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("start", "helpers.tooling.start", "ensure Kafka, then open JupyterLab on the first lesson"),
     Command("doctor", "helpers.doctor", "check Python, packages and Kafka; exit non-zero naming the fix"),
     Command("broker", "helpers.tooling.brokerctl", "the embedded broker: start | stop | status [--json]"),
+    Command("kafka", "helpers.tooling.kafkactl",
+            "your choice of Kafka: show | use embedded|docker|HOST:PORT|auto (saved in your config folder)"),
     Command("run", "helpers.tooling.runner", "execute every lesson and lab solution headless; print a table"),
     Command("labs", "helpers.tooling.labgen",
             "labs: build learner notebooks and solutions from labs/sources | check they are in sync"),

@@ -8,7 +8,7 @@
 2. The JupyterLab token: ``$JUPYTER_TOKEN`` if the learner set one (docker/.env), else one made
    once and kept in ``.course-state/jupyter-token``, so the URL stays the same across restarts.
 3. It prints the URL to open (``docker compose logs jupyter`` shows it again) and whether Docker
-   has the memory the course needs (helpers/tooling/dockerhost.py), then becomes JupyterLab.
+   has the memory the course needs (helpers/kafka/dockerhost.py), then becomes JupyterLab.
 
 tests/test_docker.py runs :func:`sync_course` and :func:`banner` on temporary folders.
 """
@@ -102,7 +102,7 @@ def banner(url: str, memory: str) -> str:
 
 def _memory_line() -> str:
     sys.path.insert(0, str(COURSE))
-    from helpers.tooling import dockerhost
+    from helpers.kafka import dockerhost
 
     verdict = dockerhost.check_memory(dockerhost.docker_memory())
     return (f"memory: {verdict.detail}" if verdict.ok else

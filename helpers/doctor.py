@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from .core.wait import wait_until
-from .kafka import broker, choice
+from .kafka import broker, choice, dockerhost
 from .kafka.clients import Kafka, delete_topic, read_from_start
 from .kafka.embedded import WINDOWS_HINT
 from .kafka.probe import BrokerUnavailable, probe
@@ -125,12 +125,20 @@ def run_checks() -> list[Check]:
     except (BrokerUnavailable, ValueError) as exc:
         return checks + [Check("kafka", False, str(exc).split(". ")[0], str(exc))]
     checks.append(Check("kafka", True, kafka.describe()))
+    if kafka.kind == "docker":
+        checks.append(check_docker_memory())
     try:
         seconds = round_trip(kafka)
         checks.append(Check("round trip", True, f"produced and consumed one event in {seconds:.2f} s"))
     except Exception as exc:  # noqa: BLE001 - any failure here is reported, with the way out
         checks.append(Check("round trip", False, f"{type(exc).__name__}: {exc}", _restart_hint(kafka)))
     return checks
+
+
+def check_docker_memory() -> Check:
+    """Enough memory in Docker for Kafka and JupyterLab, when Docker says how much it has."""
+    verdict = dockerhost.check_memory(dockerhost.docker_memory())
+    return Check("docker memory", verdict.ok, verdict.detail, verdict.fix)
 
 
 def _restart_hint(kafka: Kafka) -> str:

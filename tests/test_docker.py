@@ -172,7 +172,7 @@ def test_the_banner_gives_the_url_with_its_token_and_the_memory_verdict():
 # ------------------------------------------------------------------ Docker's memory
 
 def _dockerhost():
-    from helpers.tooling import dockerhost
+    from helpers.kafka import dockerhost
 
     return dockerhost
 
@@ -211,3 +211,15 @@ def test_check_memory_fails_below_the_need_and_names_the_fix():
     assert d.check_memory(None).ok
     with pytest.raises(ValueError, match="seen"):
         d.check_memory(d.DockerMemory(0, "`docker info`"))
+
+
+def test_doctor_checks_dockers_memory_when_the_kafka_is_the_container(monkeypatch):
+    """Issue 21: the memory Docker needs is checked by doctor when it can see it."""
+    from helpers import doctor
+    from helpers.kafka import dockerhost
+
+    monkeypatch.setattr(dockerhost, "docker_memory", lambda: dockerhost.DockerMemory(1024 ** 3, "`docker info`"))
+    low = doctor.check_docker_memory()
+    assert not low.ok and "1.0 GiB" in low.detail and "3 GiB" in low.fix
+    monkeypatch.setattr(dockerhost, "docker_memory", lambda: dockerhost.DockerMemory(8 * 1024 ** 3, "`docker info`"))
+    assert doctor.check_docker_memory().ok

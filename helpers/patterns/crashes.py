@@ -28,6 +28,7 @@ registers with :mod:`helpers.core.lifecycle` (kind ``"process"``) while it runs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import random
@@ -107,28 +108,37 @@ def stop_requested(conn: Connection) -> bool:
 
 @dataclass(frozen=True)
 class KillPlan:
-    """``kills`` lifetimes, each drawn uniformly from [``low``, ``high``] s by ``seed``."""
+    """``kills`` lifetimes, each drawn uniformly from [``low``, ``high``] s by ``seed``, then
+    multiplied by ``scale`` (see :meth:`scaled`)."""
 
     kills: int
     seed: int = 7
     low: float = 0.05
     high: float = 0.25
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_int("kills", self.kills, minimum=0)
         check_int("seed", self.seed, minimum=0)
         check_positive("low", self.low)
         check_positive("high", self.high)
+        check_positive("scale", self.scale)
         if self.high < self.low:
             raise ValueError(f"high must be >= low ({self.low}), got {self.high}")
 
     def lifetimes(self) -> list[float]:
         """How long each worker runs before it is killed, in order (the same for the same seed)."""
         rng = random.Random(self.seed)
-        return [rng.uniform(self.low, self.high) for _ in range(self.kills)]
+        return [rng.uniform(self.low, self.high) * self.scale for _ in range(self.kills)]
+
+    def scaled(self, factor: float) -> KillPlan:
+        """The same plan (same seed, same draws) with every lifetime ``factor`` times as long:
+        on a machine where the work is slower, each life still holds as much work."""
+        return dataclasses.replace(self, scale=check_positive("factor", factor))
 
     def __str__(self) -> str:
-        return f"seed {self.seed}: {self.kills} kills, each after {self.low * 1000:.0f}-{self.high * 1000:.0f} ms"
+        low, high = self.low * self.scale * 1000, self.high * self.scale * 1000
+        return f"seed {self.seed}: {self.kills} kills, each after {low:.0f}-{high:.0f} ms"
 
 
 class Worker:
@@ -258,15 +268,18 @@ class KilledRun:
     lived: list[float] = field(default_factory=list)   # measured: go() to kill, s
 
     def moments(self) -> str:
-        """The kill moments, as printed: "120, 87, 240 ms" (each after its worker's go)."""
+        """The kill moments, as printed: "120, 87, 240 ms" (each after its worker said serving)."""
         return ", ".join(f"{s * 1000:.0f}" for s in self.lived) + " ms"
 
 
 def run_killed(start_worker: Callable[[int], Worker], plan: KillPlan, *, spares: int = 2,
-               on_kill: Callable[[int], object] | None = None) -> KilledRun:
+               stretch: Callable[[], float] | None = None,
+               on_kill: Callable[[int, float], object] | None = None) -> KilledRun:
     """For each lifetime of ``plan``: a worker (``start_worker(n)``, n = 1, 2, ...) works and is
     killed after it. ``spares`` next workers are started ahead while the current one works, so
-    one takes over at once. ``on_kill(n)`` runs after each kill (a progress bar). RuntimeError
+    one takes over at once. ``stretch()``, asked before each life starts (never during it),
+    multiplies that lifetime (a machine that has become slower gets longer lives).
+    ``on_kill(n, lived)`` runs after each kill (a progress bar, a pace estimate). RuntimeError
     if a worker reported a failure before its kill."""
     if not isinstance(plan, KillPlan):
         raise ValueError(f"plan must be a KillPlan, got {plan!r}")
@@ -286,6 +299,8 @@ def run_killed(start_worker: Callable[[int], Worker], plan: KillPlan, *, spares:
         top_up()
         for n, lifetime in enumerate(lifetimes, start=1):
             current = waiting.pop(0)
+            if stretch is not None:
+                lifetime *= check_positive("stretch()", stretch())
             current.go()
             top_up()
             time.sleep(max(0.0, lifetime - (time.monotonic() - (current.started_at or 0.0))))
@@ -296,7 +311,7 @@ def run_killed(start_worker: Callable[[int], Worker], plan: KillPlan, *, spares:
             run.lived.append(killed_at - (current.started_at or 0.0))
             run.pids.append(current.pid or 0)
             if on_kill is not None:
-                on_kill(n)
+                on_kill(n, run.lived[-1])
     finally:
         for spare in waiting:
             spare.kill()

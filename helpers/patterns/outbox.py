@@ -14,7 +14,8 @@ stories. Here nothing decides where a crash falls but the clock.
   comparing the **database** with the **topic**: :class:`DesignRun` counts the events lost
   (committed orders with no event), invented (events with no committed order) and
   duplicated, and which kills did that (each process names its orders after itself).
-* :func:`compare_designs` runs the designs side by side under the same kill plan;
+* :func:`compare_designs` runs the designs side by side under the same kill plan (its
+  lifetimes stretched on a machine slower than an idle laptop, :func:`measure_pace`);
   :func:`dual_write_figure` and :func:`experiment` show them; :func:`read_topic` reads a
   whole topic back.
 """
@@ -48,9 +49,11 @@ __all__ = [
     "DESIGNS",
     "DesignRun",
     "KillPlan",
+    "Pace",
     "compare_designs",
     "dual_write_figure",
     "experiment",
+    "measure_pace",
     "open_database",
     "read_topic",
     "run_design",
@@ -63,6 +66,13 @@ lifecycle.warm_up_plotly()  # the lesson's first figure cell need not wait for p
 RATE = 400.0
 #: Outbox rows the relay publishes per round (a relay killed after the acks repeats them all).
 RELAY_BATCH = 20
+#: Seconds per order of a dual write on an idle laptop (linger_ms 5 plus a round trip): the pace the
+#: kill plan's lifetimes (50-250 ms: 5 to 25 orders) are written for. :func:`measure_pace` measures
+#: this machine's, and :func:`compare_designs` stretches the lifetimes when it is slower.
+REFERENCE_PACE_S = 0.010
+#: The most the lifetimes are stretched (a machine 3 times slower than an idle laptop is very busy;
+#: beyond that the lesson would only get slower, and the verdict says the machine looked busy).
+MAX_STRETCH = 3.0
 
 
 # --------------------------------------------------------------------------- reading back
@@ -108,6 +118,7 @@ class DesignRun:
     db_ids: set[str]                 # order ids committed in the database
     topic_ids: list[str]             # order ids of the OrderPlaced events on the topic (duplicates kept)
     seconds: float = 0.0
+    pace: Pace | None = None         # how the lifetimes were stretched (compare_designs), shared by the designs
 
     @property
     def lost(self) -> set[str]:
@@ -146,6 +157,50 @@ class DesignRun:
                 f"duplicates {self.duplicates}; kills that did harm: {self.harmful_kills()}")
 
 
+class Pace:
+    """How long an order takes on this machine now, and how much to stretch the lifetimes for it.
+
+    It starts from a first measure (:func:`measure_pace`) and then follows the killed dual-write
+    services themselves: after each kill, the seconds that process lived over the orders it
+    committed; the median of the last 10 lives is the estimate (one process the machine starved
+    does not decide it). :meth:`stretch` is that estimate over :data:`REFERENCE_PACE_S`, between 1
+    and :data:`MAX_STRETCH`: on a machine twice as slow as an idle laptop, every later life is
+    twice as long, so it still holds 5 to 25 orders. Thread-safe."""
+
+    def __init__(self, first: float = REFERENCE_PACE_S, window: int = 10):
+        self.first = check_positive("first", first)
+        self.window = check_int("window", window)
+        self._paces: list[float] = []
+        self._lock = threading.Lock()
+        self.stretches: list[float] = []       # every stretch handed out, in order
+
+    def add(self, lived: float, orders: int) -> None:
+        """One killed process: how long it lived, and how many orders it committed."""
+        check_positive("lived", lived)
+        with self._lock:
+            self._paces = [*self._paces[1 - self.window:], lived / max(1, orders)]
+
+    @property
+    def seconds_per_order(self) -> float:
+        """The current estimate: the median of the last lives' paces (the first measure before any)."""
+        with self._lock:
+            paces = sorted(self._paces)
+        return paces[len(paces) // 2] if paces else self.first
+
+    def stretch(self) -> float:
+        """How many times the plan's lifetimes to use now (1 to :data:`MAX_STRETCH`)."""
+        factor = min(MAX_STRETCH, max(1.0, self.seconds_per_order / REFERENCE_PACE_S))
+        with self._lock:
+            self.stretches.append(factor)
+        return factor
+
+
+def _orders_of(db: Path, incarnation: int) -> int:
+    with contextlib.closing(open_database(db)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM orders WHERE order_id LIKE ?",
+                                (f"order-{incarnation:03d}-%",)).fetchone()[0])
+
+
 def _worker(kafka: Kafka, role: str, topics: tuple[str, str], db: Path, n: int, rate: float, batch: int) -> Worker:
     config = {"role": role, "topic": topics[0], "status_topic": topics[1], "db": str(db), "incarnation": n,
               "rate": rate, "batch": batch,
@@ -155,13 +210,15 @@ def _worker(kafka: Kafka, role: str, topics: tuple[str, str], db: Path, n: int, 
 
 
 def run_design(kafka: Kafka, design: str, plan: KillPlan, *, rate: float = RATE, relay_batch: int = RELAY_BATCH,
-               relay: str = "relay", drain_timeout: float = 30.0,
-               on_kill: Callable[[int], object] | None = None) -> DesignRun:
+               relay: str = "relay", drain_timeout: float = 30.0, pace: Pace | None = None,
+               on_kill: Callable[[int, float], object] | None = None) -> DesignRun:
     """Run the order service of ``design`` in its own process and kill it at the moments of
     ``plan`` (a spare process takes over at once); for ``"outbox"`` kill the relay too, at the
     moments of the plan drawn with ``seed + 1``. Then let one last relay publish what is left
     and compare the database with the topic. Everything started is stopped; the database
-    file is removed. ``on_kill`` runs after each kill (a progress bar). ``relay`` names how the
+    file is removed. ``on_kill(n, lived)`` runs after each kill (a progress bar). With ``pace``,
+    every lifetime is stretched by ``pace.stretch()`` (asked before the life starts), and a dual
+    write's killed processes feed the estimate. ``relay`` names how the
     killed relays relay (:data:`~helpers.patterns.dualwrites.RELAYS`; the last one always relays
     the right way)."""
     if design not in DESIGNS:
@@ -174,6 +231,7 @@ def run_design(kafka: Kafka, design: str, plan: KillPlan, *, rate: float = RATE,
     check_int("relay_batch", relay_batch)
     check_positive("drain_timeout", drain_timeout)
     started = time.monotonic()
+    stretch = pace.stretch if pace is not None else None
     topic = clients.create_topic(kafka, prefix=f"orders-{design}")
     topics = (topic, clients.create_topic(kafka, prefix=f"status-{design}"))
     workdir = Path(tempfile.mkdtemp(prefix="course-outbox-"))
@@ -190,7 +248,7 @@ def run_design(kafka: Kafka, design: str, plan: KillPlan, *, rate: float = RATE,
                 try:
                     relay_result.append(run_killed(
                         lambda n: _worker(kafka, relay, topics, db, n, rate, relay_batch), relay_plan,
-                        on_kill=on_kill))
+                        stretch=stretch, on_kill=on_kill))
                 except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
                     errors.append(exc)
 
@@ -198,21 +256,27 @@ def run_design(kafka: Kafka, design: str, plan: KillPlan, *, rate: float = RATE,
                                             daemon=True)
             relay_thread.start()
             kills = run_killed(lambda n: _worker(kafka, design, topics, db, n, rate, relay_batch), plan,
-                               on_kill=on_kill)
+                               stretch=stretch, on_kill=on_kill)
             relay_thread.join()
             if errors:
                 raise errors[0]
             relay_kills = relay_result[0]
             _drain(kafka, topics, db, rate, relay_batch, drain_timeout)
         else:
+            def killed(n: int, lived: float) -> None:
+                if pace is not None:
+                    pace.add(lived, _orders_of(db, n))
+                if on_kill is not None:
+                    on_kill(n, lived)
+
             kills = run_killed(lambda n: _worker(kafka, design, topics, db, n, rate, relay_batch), plan,
-                               on_kill=on_kill)
+                               stretch=stretch, on_kill=killed)
         with contextlib.closing(open_database(db)) as conn:
             db_ids = {row[0] for row in conn.execute("SELECT order_id FROM orders")}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     topic_ids = [events.decode(r).payload["order_id"] for r in read_topic(kafka, topic)]
-    return DesignRun(design, topic, kills, relay_kills, db_ids, topic_ids, time.monotonic() - started)
+    return DesignRun(design, topic, kills, relay_kills, db_ids, topic_ids, time.monotonic() - started, pace)
 
 
 def _drain(kafka: Kafka, topics: tuple[str, str], db: Path, rate: float, batch: int, timeout: float) -> None:
@@ -231,18 +295,61 @@ def _drain(kafka: Kafka, topics: tuple[str, str], db: Path, rate: float, batch: 
         relay.stop()
 
 
-def compare_designs(kafka: Kafka, plan: KillPlan, *, designs: Sequence[str] = DESIGNS, rate: float = RATE,
-                    progress: bool = True) -> dict[str, DesignRun]:
-    """:func:`run_design` for each design, side by side (one thread each) under the same kill
-    plan; a progress bar counts the kills. Returns design -> :class:`DesignRun`."""
+def measure_pace(kafka: Kafka, designs: Sequence[str] = DESIGNS[:2], *, seconds: float = 0.3, min_orders: int = 5,
+                 timeout: float = 20.0) -> dict[str, float]:
+    """Seconds per order of each of ``designs`` on this machine now: one worker each, side by
+    side and never killed, on a scratch topic and databases, for ``seconds`` and at least
+    ``min_orders`` orders each (at most ``timeout`` s); then stopped gracefully."""
     unknown = [d for d in designs if d not in DESIGNS]
     if unknown or not designs:
         raise ValueError(f"designs must be among {DESIGNS}, got {list(designs)!r}")
+    check_positive("seconds", seconds)
+    check_int("min_orders", min_orders)
+    topics = (clients.create_topic(kafka, prefix="orders-pace"), clients.create_topic(kafka, prefix="status-pace"))
+    workdir = Path(tempfile.mkdtemp(prefix="course-pace-"))
+    workers: dict[str, Worker] = {}
+    try:
+        for d in designs:
+            open_database(workdir / f"{d}.db").close()
+            workers[d] = _worker(kafka, d, topics, workdir / f"{d}.db", 0, RATE, RELAY_BATCH)
+        for w in workers.values():
+            w.go()
+        started = time.monotonic()
+        conns = {d: open_database(workdir / f"{d}.db") for d in designs}
+        try:
+            def counts() -> dict[str, int]:
+                return {d: conns[d].execute("SELECT COUNT(*) FROM orders").fetchone()[0] for d in designs}
+
+            wait_until(lambda: time.monotonic() - started >= seconds and min(counts().values()) >= min_orders,
+                       timeout, f"{min_orders} orders from each order service", interval=0.02)
+            elapsed, done = time.monotonic() - started, counts()
+        finally:
+            for conn in conns.values():
+                conn.close()
+        return {d: elapsed / done[d] for d in designs}
+    finally:
+        for w in workers.values():
+            w.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def compare_designs(kafka: Kafka, plan: KillPlan, *, designs: Sequence[str] = DESIGNS, rate: float = RATE,
+                    progress: bool = True, adapt: bool = True) -> dict[str, DesignRun]:
+    """:func:`run_design` for each design, side by side (one thread each) under the same kill
+    plan; a progress bar counts the kills. With ``adapt``, :func:`measure_pace` first times the
+    dual writes on this machine, and a shared :class:`Pace` then follows their killed processes:
+    where an order takes longer than :data:`REFERENCE_PACE_S`, every later lifetime is stretched
+    by as much (the same seed, the same draws), so each life holds as many orders on a busy
+    machine as on an idle one. Returns design -> :class:`DesignRun`."""
+    unknown = [d for d in designs if d not in DESIGNS]
+    if unknown or not designs:
+        raise ValueError(f"designs must be among {DESIGNS}, got {list(designs)!r}")
+    pace = Pace(max(measure_pace(kafka, [d for d in designs if d != "outbox"] or designs).values())) if adapt else None
     total = plan.kills * (len(designs) + ("outbox" in designs))
     bar = progress_bar(total, f"killing the order services ({plan})", unit="kill") if progress else None
     lock = threading.Lock()
 
-    def tick(_n: int) -> None:
+    def tick(_n: int, _lived: float) -> None:
         if bar is not None:
             with lock:
                 bar.update(1)
@@ -252,7 +359,7 @@ def compare_designs(kafka: Kafka, plan: KillPlan, *, designs: Sequence[str] = DE
 
     def one(design: str) -> None:
         try:
-            results[design] = run_design(kafka, design, plan, rate=rate, on_kill=tick)
+            results[design] = run_design(kafka, design, plan, rate=rate, pace=pace, on_kill=tick)
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
             errors.append(exc)
 

@@ -421,7 +421,7 @@ def experiment(kafka: Kafka, *, kills: int = 10, seed: int = 7, run_now: bool = 
                 "seed": ipw.IntSlider(value=seed, min=0, max=99, step=1, description="seed", **common)}
 
     def run(kills: int, seed: int) -> dict[str, DesignRun]:
-        return compare_designs(kafka, KillPlan(kills, seed), progress=False)
+        return compare_designs(kafka, KillPlan(kills, seed))
 
     def describe(runs: dict[str, DesignRun]) -> str:
         return "<br>".join(str(r) for r in runs.values())

@@ -22,9 +22,9 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from kafka.structs import OffsetAndMetadata
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "POISON",
     "DeadLetter",
+    "LagRun",
     "PoisonRun",
     "RetryingConsumer",
     "dead_letter_headers",
@@ -156,6 +157,8 @@ class RetryingConsumer(lifecycle.CourseThread):
         self.positions: dict[int, int] = {}
         self.attempts: dict[tuple[int, int], int] = {}
         self.failures: list[str] = []
+        self.failed_at: list[float] = []        # time.monotonic() of every failed attempt
+        self.dead_lettered_at: list[float] = []  # ... of every record sent to the dead-letter topic
         self.dead_letters: list[DeadLetter] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -221,6 +224,7 @@ class RetryingConsumer(lifecycle.CourseThread):
             key = (record.partition, record.offset)
             n = self.attempts[key] = self.attempts.get(key, 0) + 1
             self.failures.append(f"attempt {n}: {type(exc).__name__}: {exc}")
+            self.failed_at.append(time.monotonic())
             if self.max_attempts is None or n < self.max_attempts:
                 consumer.seek(tp, record.offset)
                 consumer.pause(tp)
@@ -233,6 +237,7 @@ class RetryingConsumer(lifecycle.CourseThread):
                                 str(exc), type(exc).__name__, n)
             with self._lock:
                 self.dead_letters.append(letter)
+                self.dead_lettered_at.append(time.monotonic())
                 self.positions[record.partition] = record.offset + 1
             return True
         with self._lock:
@@ -265,6 +270,30 @@ class PoisonRun:
     dead_letter_topic: str | None
     alive: bool                              # the consumer was still running at the end
     last_error: str                          # the last failed attempt, as the consumer saw it
+    handled: list[tuple[float, dict[int, int]]] = field(default_factory=list)  # (s into the run, processed so far)
+    retry_window: tuple[float, float] | None = None  # s into the run: first failed attempt, dead letter (or the end)
+
+    @property
+    def marks(self) -> list[tuple[float, str]]:
+        """Moments a figure marks: the poison stored, and its dead letter."""
+        out = [(self.poisoned_at, "poison")]
+        if self.retry_window is not None and self.dead_letters:
+            out.append((self.retry_window[1], "dead-lettered"))
+        return out
+
+    @property
+    def progress_during_retries(self) -> dict[int, int]:
+        """Records processed per partition while the poison was being retried: between the first
+        and the last sample taken after its first failed attempt and before its dead letter."""
+        if self.retry_window is None or not self.handled:
+            return {}
+
+        start, end = self.retry_window
+        inside = [h for s, h in self.handled if start <= s <= end]
+        if len(inside) < 2:  # no two samples within the window: nothing measured
+            return dict.fromkeys(sorted(self.produced), 0)
+        first, last = inside[0], inside[-1]
+        return {p: last.get(p, 0) - first.get(p, 0) for p in sorted(self.produced)}
 
     @property
     def lag_end(self) -> dict[int, int]:
@@ -346,10 +375,15 @@ def poison_run(kafka: Kafka, *, max_attempts: int | None, watch: float = 3.0, ba
     producer: KafkaProducer | None = None
     t0 = time.monotonic()
 
-    def sample() -> None:
-        positions, _, _ = worker.snapshot()
-        with lock:
-            samples.append((time.monotonic() - t0, {p: ends[p] - positions.get(p, 0) for p in ends}))
+    handled: list[tuple[float, dict[int, int]]] = []
+
+    def sample(lag: bool = True) -> None:
+        positions, processed, _ = worker.snapshot()
+        now = time.monotonic() - t0
+        if lag:
+            with lock:
+                samples.append((now, {p: ends[p] - positions.get(p, 0) for p in ends}))
+        handled.append((now, processed))
 
     try:
         producer = clients.producer(kafka)
@@ -371,6 +405,8 @@ def poison_run(kafka: Kafka, *, max_attempts: int | None, watch: float = 3.0, ba
             if now >= next_sample:
                 sample()
                 next_sample += every
+            else:
+                sample(lag=False)  # what was processed when, finely: progress_during_retries reads it
             time.sleep(min(interval, every) / 4)
         producer.flush(timeout=10)
         if max_attempts is not None:
@@ -391,16 +427,35 @@ def poison_run(kafka: Kafka, *, max_attempts: int | None, watch: float = 3.0, ba
     positions, processed, _ = worker.snapshot()
     key = (poison_partition, poison["offset"])
     after_poison = {p: ends[p] - poison["ends"][p] for p in ends}
+    window = None
+    if worker.failed_at:
+        until = worker.dead_lettered_at[0] if worker.dead_lettered_at else t0 + samples[-1][0]
+        window = (worker.failed_at[0] - t0, until - t0)
     return PoisonRun(policy, max_attempts, watch, poison_partition, poison["offset"], poison["at"], dict(ends),
                      after_poison, processed, poison["processed"], positions, list(worker.dead_letters),
-                     worker.attempts.get(key, 0), samples, dlq, alive, worker.failures[-1] if worker.failures else "")
+                     worker.attempts.get(key, 0), samples, dlq, alive, worker.failures[-1] if worker.failures else "",
+                     handled, window)
 
 
 # --------------------------------------------------------------------------- figure
 
 
-def poison_figure(runs: list[PoisonRun], title: str | None = None) -> go.Figure:
-    """Lag per partition over time, one panel per run; a dotted line marks the poison."""
+class LagRun(Protocol):
+    """What :func:`poison_figure` draws: a :class:`PoisonRun` or a
+    :class:`helpers.patterns.stalls.InlineRun`."""
+
+    policy: str
+    poison_partition: int
+    produced: dict[int, int]
+    samples: list[tuple[float, dict[int, int]]]
+
+    @property
+    def marks(self) -> list[tuple[float, str]]: ...
+
+
+def poison_figure(runs: Sequence[LagRun], title: str | None = None) -> go.Figure:
+    """Lag per partition over time, one panel per run; dotted lines mark its moments (the poison,
+    a rebalance, a dead letter), each labelled."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -416,8 +471,10 @@ def poison_figure(runs: list[PoisonRun], title: str | None = None) -> go.Figure:
                                      mode="lines+markers", legendgroup=label, showlegend=col == 1,
                                      line={"color": look["color"], "dash": look["dash"]},
                                      marker={"symbol": look["symbol"], "size": 6}), row=1, col=col)
-        fig.add_vline(x=run.poisoned_at, line={"color": style.color("mark"), "dash": style.dash("mark")},
-                      annotation_text="poison", row=1, col=col)
+        for i, (t, label) in enumerate(run.marks):
+            fig.add_vline(x=t, line={"color": style.color("mark"), "dash": style.dash("mark")},
+                          annotation_text=label, annotation_position="top right" if i % 2 == 0 else "bottom right",
+                          row=1, col=col)
         fig.update_xaxes(title_text="seconds", row=1, col=col)
     fig.update_yaxes(title_text="lag (records waiting)", row=1, col=1)
     fig.update_layout(**style.layout(title or "One poison message: lag per partition"))

@@ -10,12 +10,14 @@ committed offset. A handler that just applies each event's effect applies those 
   event id in a ``processed_events`` table **in the same transaction** as the effect, so
   a repeated id is recognised and skipped, and a crash between the two is impossible.
 * :class:`CrashingConsumer`: a consumer-group member (a thread) that processes a batch,
-  commits explicitly after it, and crashes once in the middle of a batch (after
-  ``crash_after`` deliveries): it closes without committing, and a new consumer joins the
-  same group and carries on from the committed offset: real redelivery by the broker.
+  commits explicitly after it, and crashes once while processing (after ``crash_after``
+  deliveries): it closes without committing, and a new consumer joins the same group and
+  carries on from the committed offset. Nothing is sent twice by the course: every
+  duplicate is a **redelivery by the broker** of what was processed and not committed.
 * :class:`HandlerComparison` (or :func:`compare_handlers`) runs a naive and an idempotent
-  handler side by side over the same payments with the same crash and returns a
-  :class:`DuplicateRun` for each.
+  handler side by side over the same payments, crashing both after the same number of
+  deliveries, drawn at random from a seed (printed), and returns a :class:`DuplicateRun`
+  for each. It can run again (a fresh topic, groups and ledgers each time).
 """
 from __future__ import annotations
 
@@ -35,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 from ..core import lifecycle, style
 from ..core.params import check_int, check_positive
 from ..kafka import clients, events
-from .outbox import SimulatedCrash
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HANDLERS",
     "PAYMENT_PROCESSED",
+    "ConsumerCrash",
     "CrashingConsumer",
     "DuplicateRun",
     "HandlerComparison",
@@ -52,6 +54,7 @@ __all__ = [
     "apply_once",
     "balances_figure",
     "compare_handlers",
+    "draw_crash_point",
     "expected_balances",
     "payment_events",
 ]
@@ -59,6 +62,17 @@ __all__ = [
 PAYMENT_PROCESSED = "PaymentProcessed"
 HANDLERS = ("naive", "idempotent")
 JOIN_TIMEOUT_S = 30.0
+
+class ConsumerCrash(RuntimeError):
+    """The consumer 'dies' here: it closes without committing what it processed."""
+
+
+def draw_crash_point(n_events: int, seed: int) -> int:
+    """After how many deliveries the consumer crashes: uniform in 1 .. ``n_events`` - 1, fixed by ``seed``."""
+    check_int("n_events", n_events, minimum=2)
+    check_int("seed", seed, minimum=0)
+    return random.Random(f"consumer-crash/{seed}").randint(1, n_events - 1)
+
 
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS balances (customer TEXT PRIMARY KEY, balance REAL NOT NULL);
@@ -255,14 +269,14 @@ class CrashingConsumer(lifecycle.CourseThread):
                         self.seen.add(event.event_id)
                         uncommitted.append(event)
                         if number == 1 and self.crash_after is not None and self.delivered == self.crash_after:
-                            raise SimulatedCrash(f"crash after {self.delivered} deliveries")
+                            raise ConsumerCrash(f"crash after {self.delivered} deliveries")
                 if uncommitted:
                     consumer.commit()  # the positions after the records just processed
                     uncommitted = []
                 if self.expected_ids <= self.seen and not uncommitted:
                     self.finished.set()
                     return
-        except SimulatedCrash:
+        except ConsumerCrash:
             self.crashes += 1
             self.exposure = list(uncommitted)
             self.log(f"{self.handler}: CRASH after {self.delivered} events, {len(uncommitted)} of them "
@@ -322,25 +336,28 @@ class HandlerComparison:
     each in its own group; they join in the background (about 3 s on the embedded broker),
     so start early and :meth:`run` later. :meth:`run` publishes ``n_events`` payments, waits
     until both consumers processed them all (each crashing once after ``crash_after``
-    deliveries, by default in the middle of the second batch) and returns handler ->
-    :class:`DuplicateRun`. Registered with helpers.core.lifecycle until it stops.
+    deliveries; by default a number drawn by :func:`draw_crash_point` from ``crash_seed``) and
+    returns handler -> :class:`DuplicateRun`. Registered with helpers.core.lifecycle until it
+    stops. Run it again and it starts afresh (new topic, groups and ledgers; a new join).
     """
 
     KIND = "consumer"
 
     def __init__(self, kafka: Kafka, n_events: int = 30, *, customers: Sequence[str] = ("ada", "bob", "cy"),
                  partitions: int = 3, batch_size: int = 10, crash_after: int | None = None,
-                 process_s: float = 0.0, seed: int = 3):
+                 process_s: float = 0.0, seed: int = 3, crash_seed: int = 7):
         self.kafka = kafka
         self.n_events = check_int("n_events", n_events, minimum=2)
         self.batch_size = check_int("batch_size", batch_size)
-        self.crash_after = (batch_size + batch_size // 2 if crash_after is None
+        self.crash_seed = check_int("crash_seed", crash_seed, minimum=0)
+        self.crash_after = (draw_crash_point(n_events, crash_seed) if crash_after is None
                             else check_int("crash_after", crash_after))
         if self.crash_after >= n_events:
             raise ValueError(f"crash_after must be below n_events ({n_events}) so the crash happens, "
                              f"got {self.crash_after}")
         self.partitions = check_int("partitions", partitions)
         self.process_s = check_positive("process_s", process_s, allow_zero=True)
+        self.customers, self.seed = tuple(customers), seed
         self.published = payment_events(n_events, customers, seed=seed)
         self.name = "ledger-handlers"
         self.topic = ""
@@ -350,8 +367,11 @@ class HandlerComparison:
 
     def start(self) -> HandlerComparison:
         """Create the topic and start both consumers (they join their groups in the background)."""
-        if self.workers:
-            raise RuntimeError("this comparison has started already: make a new HandlerComparison to run again")
+        if any(w.running or not w.finished.is_set() for w in self.workers.values()):
+            return self  # started and not run yet
+        if self.workers:  # it ran before: start afresh
+            self.workers, self.ledgers = {}, {}
+            self.published = payment_events(self.n_events, self.customers, seed=self.seed)
         self.topic = clients.create_topic(self.kafka, partitions=self.partitions, prefix="payments")
         lifecycle.register(self, self.KIND, self.name)
         ids = {e.event_id for e in self.published}
@@ -374,8 +394,10 @@ class HandlerComparison:
         """Publish the payments, wait (at most ``timeout`` s) until both consumers are done and
         count. ``log`` gets each join and crash as it happens. Stops everything before returning."""
         check_positive("timeout", timeout)
-        if not self.workers:
-            self.start()
+        self.start()
+        if log is not None:
+            log(f"both consumers crash after {self.crash_after} deliveries (drawn from crash seed {self.crash_seed}), "
+                f"batches of {self.batch_size}, a commit after each batch")
         try:
             producer = clients.producer(self.kafka)
             try:
@@ -407,11 +429,12 @@ class HandlerComparison:
 
 def compare_handlers(kafka: Kafka, n_events: int = 30, *, customers: Sequence[str] = ("ada", "bob", "cy"),
                      partitions: int = 3, batch_size: int = 10, crash_after: int | None = None,
-                     process_s: float = 0.0, seed: int = 3, timeout: float = 60.0,
+                     process_s: float = 0.0, seed: int = 3, crash_seed: int = 7, timeout: float = 60.0,
                      log: Callable[[str], Any] | None = print) -> dict[str, DuplicateRun]:
     """:meth:`HandlerComparison.run` on a comparison started for it (see :class:`HandlerComparison`)."""
     return HandlerComparison(kafka, n_events, customers=customers, partitions=partitions, batch_size=batch_size,
-                             crash_after=crash_after, process_s=process_s, seed=seed).start().run(timeout, log)
+                             crash_after=crash_after, process_s=process_s, seed=seed,
+                             crash_seed=crash_seed).start().run(timeout, log)
 
 
 def balances_figure(runs: dict[str, DuplicateRun], title: str | None = None) -> go.Figure:

@@ -1,316 +1,78 @@
-"""Dual writes and the transactional outbox (lesson 9, claim C16).
+"""Dual writes and the transactional outbox, measured under real kills (lesson 9, claim C16).
 
-An order service that writes its database and then publishes an event does two things
-that cannot be one: a crash between them leaves the database and the topic telling
-different stories.
+An order service that writes its database and then publishes an event does two things that
+cannot be one: a crash between them leaves the database and the topic telling different
+stories. Here nothing decides where a crash falls but the clock.
 
-* :class:`DualWriteOrderService` does the two steps one after the other, in either
-  order: ``"commit-then-publish"`` *loses* the event of a committed order when it
-  crashes between them; ``"publish-then-commit"`` *invents* the event of an order the
-  database rolled back.
-* :class:`OutboxOrderService` writes the order and an **outbox row** (the event, ready to
-  send) in the same sqlite transaction: both or neither. :class:`OutboxRelay`, a thread,
-  publishes the unpublished rows in order and marks them; a relay that crashes after
-  publishing and before marking publishes that row again (at-least-once: duplicates,
-  never a loss), so consumers must be idempotent (:mod:`helpers.patterns.idempotency`).
-
-A :class:`CrashPlan` (fixed by a seed) makes a step raise :class:`SimulatedCrash`; the
-service drops its sqlite connection (rolling back what was not committed, as a dying
-process would) and starts again. :func:`run_dual_write` counts the database against the
-topic (:class:`DualWriteRun`), :func:`compare_designs` runs the designs under the same
-crash points, :func:`dual_write_figure` and :func:`experiment` show them, and
-:func:`read_topic` reads a whole topic back.
+* The order service runs in a **process of its own** (:mod:`helpers.patterns.dualwrites`:
+  its own sqlite connection and its own Kafka producer), placing orders one after the other
+  in one of three designs: ``commit-then-publish``, ``publish-then-commit``, or ``outbox``
+  (the order and an outbox row in one transaction, published by a **relay**, another process).
+* :func:`run_design` kills the service (and the relay) with SIGKILL at the moments of a
+  :class:`~helpers.patterns.crashes.KillPlan` (seeded), with a spare process taking over at
+  once; at the end a last relay publishes what is left, and the verdict comes only from
+  comparing the **database** with the **topic**: :class:`DesignRun` counts the events lost
+  (committed orders with no event), invented (events with no committed order) and
+  duplicated, and which kills did that (each process names its orders after itself).
+* :func:`compare_designs` runs the designs side by side under the same kill plan (its
+  lifetimes stretched on a machine slower than an idle laptop, :func:`measure_pace`);
+  :func:`dual_write_figure` and :func:`experiment` show them; :func:`read_topic` reads a
+  whole topic back.
 """
 from __future__ import annotations
 
 import contextlib
-import json
-import random
 import shutil
-import sqlite3
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import lifecycle, style
-from ..core.params import check_int, check_positive, check_probability
-from ..core.wait import wait_until
+from ..core.params import check_int, check_positive
+from ..core.wait import progress_bar, wait_until
 from ..kafka import clients, events
+from . import dualwrites
+from .crashes import KilledRun, KillPlan, Worker, run_killed
+from .dualwrites import DESIGNS, open_database
 
-if TYPE_CHECKING:  # the handle moves between modules during the restructuring; only a type here
+if TYPE_CHECKING:
     import plotly.graph_objects as go
-    from kafka import KafkaProducer
 
     from ..core.live import LiveExperiment
     from ..kafka.clients import Kafka
 
 __all__ = [
     "DESIGNS",
-    "CrashPlan",
-    "DualWriteOrderService",
-    "DualWriteRun",
-    "OutboxOrderService",
-    "OutboxRelay",
-    "SimulatedCrash",
+    "DesignRun",
+    "KillPlan",
+    "Pace",
     "compare_designs",
     "dual_write_figure",
     "experiment",
+    "measure_pace",
     "open_database",
     "read_topic",
-    "run_dual_write",
+    "run_design",
 ]
-
 
 lifecycle.warm_up_plotly()  # the lesson's first figure cell need not wait for plotly's renderers
 
-#: The three ways of placing an order, in the order the lesson shows them.
-DESIGNS = ("commit-then-publish", "publish-then-commit", "outbox")
-ACK_TIMEOUT_S = 10.0
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS orders (order_id TEXT PRIMARY KEY, amount REAL NOT NULL, created_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
-    topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL, headers TEXT NOT NULL, published_at REAL);
-"""
-
-
-# --------------------------------------------------------------------------- crashes
-
-
-class SimulatedCrash(RuntimeError):
-    """The process 'dies' here: whatever it had not committed or sent is gone."""
-
-
-@dataclass(frozen=True)
-class CrashPlan:
-    """Which steps crash: each (point, index) crashes with probability ``rate``, fixed by ``seed``.
-
-    The same plan gives the same crashes to every design, so they can be compared.
-    """
-
-    rate: float
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_probability("rate", self.rate)
-        check_int("seed", self.seed, minimum=0)
-
-    def hits(self, point: str, index: int) -> bool:
-        """True if the step ``point`` of the ``index``-th order (or row) crashes."""
-        return random.Random(f"{self.seed}/{point}/{index}").random() < self.rate
-
-    def crash(self, point: str, index: int) -> None:
-        """Raise :class:`SimulatedCrash` if :meth:`hits` says so."""
-        if self.hits(point, index):
-            raise SimulatedCrash(f"crash at {point!r} (#{index})")
-
-
-NO_CRASHES = CrashPlan(0.0)
-
-
-# --------------------------------------------------------------------------- the database
-
-
-def open_database(path: str | Path) -> sqlite3.Connection:
-    """A sqlite connection to the order database at ``path`` (tables created if missing).
-
-    Autocommit mode: transactions are explicit (``BEGIN`` ... ``COMMIT``), so what is in
-    one transaction is visible in the code. WAL lets the relay read while orders are written;
-    with ``synchronous=NORMAL`` a commit survives a crash of the process (the failure this
-    lesson injects) without an fsync per commit (FULL would also survive a power cut).
-    """
-    conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
-    return conn
-
-
-class _OrderServiceBase:
-    """What both order services share: a database file, a producer, crash-and-restart."""
-
-    KIND = "service"
-
-    def __init__(self, kafka: Kafka, topic: str, db_path: str | Path, *, crashes: CrashPlan = NO_CRASHES):
-        if not isinstance(topic, str) or not topic:
-            raise ValueError(f"topic must be a topic name, got {topic!r}")
-        if not isinstance(crashes, CrashPlan):
-            raise ValueError(f"crashes must be a CrashPlan, got {crashes!r}")
-        self.kafka, self.topic, self.db_path, self.crashes = kafka, topic, Path(db_path), crashes
-        self.name = f"{type(self).__name__}-{topic}"
-        self.conn: sqlite3.Connection | None = open_database(self.db_path)
-        lifecycle.register(self, self.KIND, self.name)
-
-    def restart(self) -> None:
-        """After a :class:`SimulatedCrash`: drop the connection without committing (sqlite
-        rolls the open transaction back, as when a process dies) and open a new one."""
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = open_database(self.db_path)
-
-    def stop(self) -> None:
-        """Close the database connection (and any client); unregister."""
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-        lifecycle.unregister(self)
-
-    def _db(self) -> sqlite3.Connection:
-        if self.conn is None:
-            raise RuntimeError(f"{self.name} is stopped")
-        return self.conn
-
-
-class DualWriteOrderService(_OrderServiceBase):
-    """Places an order in two steps: the database and Kafka, in the order ``design`` says.
-
-    * ``"commit-then-publish"``: commit the order, then publish OrderPlaced. A crash in
-      between: the order exists, its event never will (lost).
-    * ``"publish-then-commit"``: insert the order, publish and wait for the ack, then
-      commit. A crash in between: the event is out, the order rolled back (invented).
-
-    The producer survives a simulated crash here; a real crash would also lose what the
-    producer had buffered, which only makes the dual write worse.
-    """
-
-    def __init__(self, kafka: Kafka, topic: str, db_path: str | Path, *, design: str = "commit-then-publish",
-                 crashes: CrashPlan = NO_CRASHES):
-        if design not in DESIGNS[:2]:
-            raise ValueError(f"design must be one of {DESIGNS[:2]}, got {design!r}")
-        self.design = design
-        # linger_ms=0: it waits for each ack, so batching would only add the linger to every order.
-        self.producer: KafkaProducer = clients.producer(kafka, linger_ms=0)
-        try:
-            super().__init__(kafka, topic, db_path, crashes=crashes)
-        except BaseException:
-            self.producer.close(timeout=5)
-            raise
-
-    def place_order(self, index: int, order_id: str, amount: float) -> None:
-        """Write and publish one order; raises :class:`SimulatedCrash` where the plan says."""
-        db, event = self._db(), events.order_placed(order_id, amount)
-        db.execute("BEGIN")
-        db.execute("INSERT INTO orders VALUES (?, ?, ?)", (order_id, amount, time.time()))
-        if self.design == "commit-then-publish":
-            db.execute("COMMIT")
-            self.crashes.crash("between", index)            # committed, not yet published
-            events.publish(self.producer, self.topic, event).get(timeout=ACK_TIMEOUT_S)
-        else:
-            events.publish(self.producer, self.topic, event).get(timeout=ACK_TIMEOUT_S)
-            self.crashes.crash("between", index)            # published, not yet committed
-            db.execute("COMMIT")
-
-    def stop(self) -> None:
-        """Close the producer and the database connection."""
-        with contextlib.suppress(Exception):
-            self.producer.close(timeout=5)
-        super().stop()
-
-
-class OutboxOrderService(_OrderServiceBase):
-    """Places an order and records its OrderPlaced event as an outbox row, in ONE transaction.
-
-    It never talks to Kafka: :class:`OutboxRelay` publishes the rows. A crash at the same
-    point as the dual write's (between the two writes) rolls both back: no order, no event.
-    """
-
-    def place_order(self, index: int, order_id: str, amount: float) -> None:
-        """Insert the order and its outbox row, then commit; raises :class:`SimulatedCrash`
-        where the plan says (the transaction is then rolled back by :meth:`restart`)."""
-        db, event = self._db(), events.order_placed(order_id, amount)
-        db.execute("BEGIN")
-        db.execute("INSERT INTO orders VALUES (?, ?, ?)", (order_id, amount, time.time()))
-        self.crashes.crash("between", index)                # same point: after the order, before the event
-        db.execute("INSERT INTO outbox (event_id, topic, key, value, headers) VALUES (?, ?, ?, ?, ?)",
-                   (event.event_id, self.topic, event.key.encode() if event.key else None,
-                    events.encode_value(event), json.dumps([(k, v.decode()) for k, v in events.headers(event)])))
-        db.execute("COMMIT")
-
-
-class OutboxRelay(lifecycle.CourseThread):
-    """A thread that publishes unpublished outbox rows, oldest first, and marks each one.
-
-    For each row: send it, wait for the broker's ack, then mark it published (its own
-    commit). ``crashes`` (point ``"relay"``, keyed by row id, first attempt only) makes the
-    relay die after the ack and before the mark; it restarts at once, finds the row still
-    unpublished and publishes it again: at-least-once. ``published`` counts sends,
-    ``crashes_seen`` the crashes survived; ``stop()`` lets it finish the row in hand.
-    """
-
-    KIND = "relay"
-
-    def __init__(self, kafka: Kafka, db_path: str | Path, *, interval: float = 0.01,
-                 crashes: CrashPlan = NO_CRASHES, batch: int = 100):
-        super().__init__()
-        self.kafka, self.db_path = kafka, Path(db_path)
-        self.interval = check_positive("interval", interval)
-        self.batch = check_int("batch", batch)
-        if not isinstance(crashes, CrashPlan):
-            raise ValueError(f"crashes must be a CrashPlan, got {crashes!r}")
-        self.crashes = crashes
-        self.name = f"outbox-relay-{self.db_path.stem}"
-        self.published = 0
-        self.crashes_seen = 0
-        self._attempted: set[int] = set()
-
-    def pending(self) -> int:
-        """Outbox rows not yet marked published."""
-        with contextlib.closing(open_database(self.db_path)) as db:
-            return db.execute("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetchone()[0]
-
-    def drain(self, timeout: float = 30.0) -> None:
-        """Wait until every outbox row is published; raise if the relay failed or ran out of time."""
-        def done() -> bool:
-            if self.error is not None:
-                raise RuntimeError(f"the outbox relay failed: {self.error}") from self.error
-            return self.pending() == 0
-
-        wait_until(done, timeout, "the outbox relay to publish every row", interval=0.02)
-
-    def _run(self) -> None:
-        producer: KafkaProducer | None = None
-        db: sqlite3.Connection | None = None
-        try:
-            producer = clients.producer(self.kafka, linger_ms=0)  # one row, one ack: nothing to batch
-            while not self._stop.is_set():
-                if db is None:
-                    db = open_database(self.db_path)
-                try:
-                    moved = self._relay_batch(db, producer)
-                except SimulatedCrash:
-                    self.crashes_seen += 1
-                    db.close()  # the process died: nothing uncommitted survives; the relay restarts
-                    db = None
-                    continue
-                if not moved:
-                    self._stop.wait(self.interval)
-        except Exception as exc:  # noqa: BLE001 - reported by drain()
-            self.error = exc
-        finally:
-            if db is not None:
-                db.close()
-            if producer is not None:
-                with contextlib.suppress(Exception):
-                    producer.close(timeout=5)
-
-    def _relay_batch(self, db: sqlite3.Connection, producer: KafkaProducer) -> int:
-        rows = db.execute("SELECT id, topic, key, value, headers FROM outbox WHERE published_at IS NULL "
-                          "ORDER BY id LIMIT ?", (self.batch,)).fetchall()
-        for row_id, topic, key, value, headers in rows:
-            if self._stop.is_set():
-                break
-            hs = [(k, v.encode()) for k, v in json.loads(headers)]
-            producer.send(topic, key=key, value=value, headers=hs).get(timeout=ACK_TIMEOUT_S)
-            self.published += 1
-            first = row_id not in self._attempted
-            self._attempted.add(row_id)
-            if first:
-                self.crashes.crash("relay", row_id)     # published, not yet marked
-            db.execute("UPDATE outbox SET published_at = ? WHERE id = ?", (time.time(), row_id))
-        return len(rows)
+#: Orders per second the customers send at most (the naive designs wait for an ack per order
+#: and stay below it; it keeps the outbox service, which never waits for Kafka, from flooding).
+RATE = 400.0
+#: Outbox rows the relay publishes per round (a relay killed after the acks repeats them all).
+RELAY_BATCH = 20
+#: Seconds per order of a dual write on an idle laptop (linger_ms 5 plus a round trip): the pace the
+#: kill plan's lifetimes (50-250 ms: 5 to 25 orders) are written for. :func:`measure_pace` measures
+#: this machine's, and :func:`compare_designs` stretches the lifetimes when it is slower.
+REFERENCE_PACE_S = 0.010
+#: The most the lifetimes are stretched (a machine 3 times slower than an idle laptop is very busy;
+#: beyond that the lesson would only get slower, and the verdict says the machine looked busy).
+MAX_STRETCH = 3.0
 
 
 # --------------------------------------------------------------------------- reading back
@@ -340,22 +102,27 @@ def read_topic(kafka: Kafka, topic: str, timeout: float = 15.0) -> list[Any]:
 # --------------------------------------------------------------------------- one run
 
 
+def _incarnation(order_id: str) -> int:
+    """The process that placed ``order_id`` ("order-007-00012" -> 7)."""
+    return int(order_id.split("-")[1])
+
+
 @dataclass
-class DualWriteRun:
-    """One design under one crash plan: the database counted against the topic."""
+class DesignRun:
+    """One design under one kill plan: the database counted against the topic, afterwards."""
 
     design: str
-    orders: int                  # orders the shop tried to place
-    crashes: int                 # service crashes between the two steps
-    relay_crashes: int           # outbox relay crashes between publish and mark
-    db_ids: set[str]             # order ids committed in the database
-    topic_ids: list[str]         # order ids of the OrderPlaced events on the topic (duplicates kept)
+    topic: str
+    kills: KilledRun                 # the service's processes: when each was killed
+    relay_kills: KilledRun | None    # the outbox relay's (None for the dual writes)
+    db_ids: set[str]                 # order ids committed in the database
+    topic_ids: list[str]             # order ids of the OrderPlaced events on the topic (duplicates kept)
     seconds: float = 0.0
-    topic: str = ""
+    pace: Pace | None = None         # how the lifetimes were stretched (compare_designs), shared by the designs
 
     @property
     def lost(self) -> set[str]:
-        """Committed orders whose event never reached the topic."""
+        """Committed orders whose event is not on the topic."""
         return self.db_ids - set(self.topic_ids)
 
     @property
@@ -365,7 +132,7 @@ class DualWriteRun:
 
     @property
     def duplicates(self) -> int:
-        """Events published more than once (at-least-once relaying)."""
+        """Events on the topic more than once (a relay killed between its acks and its mark)."""
         return len(self.topic_ids) - len(set(self.topic_ids))
 
     def counts(self) -> dict[str, int]:
@@ -377,90 +144,255 @@ class DualWriteRun:
         """True if the topic holds exactly the committed orders (duplicates aside)."""
         return set(self.topic_ids) == self.db_ids
 
+    def harmful_kills(self) -> int:
+        """Service processes with an order that lost its event or an event that lost its order
+        (read from the order ids: each process numbers its orders after itself). In the dual
+        writes that is the order in hand when the process was killed: one per harmful kill."""
+        return len({_incarnation(o) for o in self.lost | self.invented})
+
     def __str__(self) -> str:
-        extra = f", relay crashes {self.relay_crashes}" if self.design == "outbox" else ""
-        return (f"{self.design:20} {self.orders} orders, {self.crashes} crashes between the steps{extra}: "
-                f"{len(self.db_ids)} in the database, {len(set(self.topic_ids))} on the topic -> "
-                f"lost {len(self.lost)}, invented {len(self.invented)}, duplicates {self.duplicates}")
+        relay = f" (and the relay {self.relay_kills.plan.kills} times)" if self.relay_kills else ""
+        return (f"{self.design:20} killed {self.kills.plan.kills} times{relay}: {len(self.db_ids)} orders committed, "
+                f"{len(set(self.topic_ids))} on the topic -> lost {len(self.lost)}, invented {len(self.invented)}, "
+                f"duplicates {self.duplicates}; kills that did harm: {self.harmful_kills()}")
 
 
-def run_dual_write(kafka: Kafka, design: str, n_orders: int = 40, *, crash_rate: float = 0.2, seed: int = 7,
-                   relay_crash_rate: float | None = None, timeout: float = 30.0) -> DualWriteRun:
-    """Place ``n_orders`` orders through ``design`` ("commit-then-publish",
-    "publish-then-commit" or "outbox") while crashes hit ``crash_rate`` of them between
-    the two steps (the same orders for every design with the same ``seed``).
+class Pace:
+    """How long an order takes on this machine now, and how much to stretch the lifetimes for it.
 
-    The outbox relay crashes after publishing ``relay_crash_rate`` of its rows (default:
-    ``crash_rate``). Everything started is stopped; the database file is removed.
-    """
+    It starts from a first measure (:func:`measure_pace`) and then follows the killed dual-write
+    services themselves: after each kill, the seconds that process lived over the orders it
+    committed; the median of the last 10 lives is the estimate (one process the machine starved
+    does not decide it). :meth:`stretch` is that estimate over :data:`REFERENCE_PACE_S`, between 1
+    and :data:`MAX_STRETCH`: on a machine twice as slow as an idle laptop, every later life is
+    twice as long, so it still holds 5 to 25 orders. Thread-safe."""
+
+    def __init__(self, first: float = REFERENCE_PACE_S, window: int = 10):
+        self.first = check_positive("first", first)
+        self.window = check_int("window", window)
+        self._paces: list[float] = []
+        self._lock = threading.Lock()
+        self.stretches: list[float] = []       # every stretch handed out, in order
+
+    def add(self, lived: float, orders: int) -> None:
+        """One killed process: how long it lived, and how many orders it committed."""
+        check_positive("lived", lived)
+        with self._lock:
+            self._paces = [*self._paces[1 - self.window:], lived / max(1, orders)]
+
+    @property
+    def seconds_per_order(self) -> float:
+        """The current estimate: the median of the last lives' paces (the first measure before any)."""
+        with self._lock:
+            paces = sorted(self._paces)
+        return paces[len(paces) // 2] if paces else self.first
+
+    def stretch(self) -> float:
+        """How many times the plan's lifetimes to use now (1 to :data:`MAX_STRETCH`)."""
+        factor = min(MAX_STRETCH, max(1.0, self.seconds_per_order / REFERENCE_PACE_S))
+        with self._lock:
+            self.stretches.append(factor)
+        return factor
+
+
+def _orders_of(db: Path, incarnation: int) -> int:
+    with contextlib.closing(open_database(db)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM orders WHERE order_id LIKE ?",
+                                (f"order-{incarnation:03d}-%",)).fetchone()[0])
+
+
+def _worker(kafka: Kafka, role: str, topics: tuple[str, str], db: Path, n: int, rate: float, batch: int) -> Worker:
+    config = {"role": role, "topic": topics[0], "status_topic": topics[1], "db": str(db), "incarnation": n,
+              "rate": rate, "batch": batch,
+              "bootstrap_servers": kafka.bootstrap_servers, "kind": kafka.kind,
+              "client_config": kafka.client_config}
+    return Worker(dualwrites.serve, config, f"{role}-{n}").start()
+
+
+def run_design(kafka: Kafka, design: str, plan: KillPlan, *, rate: float = RATE, relay_batch: int = RELAY_BATCH,
+               relay: str = "relay", drain_timeout: float = 30.0, pace: Pace | None = None,
+               on_kill: Callable[[int, float], object] | None = None) -> DesignRun:
+    """Run the order service of ``design`` in its own process and kill it at the moments of
+    ``plan`` (a spare process takes over at once); for ``"outbox"`` kill the relay too, at the
+    moments of the plan drawn with ``seed + 1``. Then let one last relay publish what is left
+    and compare the database with the topic. Everything started is stopped; the database
+    file is removed. ``on_kill(n, lived)`` runs after each kill (a progress bar). With ``pace``,
+    every lifetime is stretched by ``pace.stretch()`` (asked before the life starts), and a dual
+    write's killed processes feed the estimate. ``relay`` names how the
+    killed relays relay (:data:`~helpers.patterns.dualwrites.RELAYS`; the last one always relays
+    the right way)."""
     if design not in DESIGNS:
         raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
-    check_int("n_orders", n_orders)
-    check_probability("crash_rate", crash_rate)
-    if relay_crash_rate is not None:
-        check_probability("relay_crash_rate", relay_crash_rate)
-    check_positive("timeout", timeout)
-    plan = CrashPlan(crash_rate, seed)
-    relay_plan = CrashPlan(crash_rate if relay_crash_rate is None else relay_crash_rate, seed + 1)
-    topic = clients.create_topic(kafka, prefix=f"orders-{design}")
-    workdir = Path(tempfile.mkdtemp(prefix="course-outbox-"))
+    if relay not in dualwrites.RELAYS:
+        raise ValueError(f"relay must be one of {sorted(dualwrites.RELAYS)}, got {relay!r}")
+    if not isinstance(plan, KillPlan):
+        raise ValueError(f"plan must be a KillPlan, got {plan!r}")
+    check_positive("rate", rate)
+    check_int("relay_batch", relay_batch)
+    check_positive("drain_timeout", drain_timeout)
     started = time.monotonic()
-    service: DualWriteOrderService | OutboxOrderService
-    relay: OutboxRelay | None = None
-    crashes = 0
+    stretch = pace.stretch if pace is not None else None
+    topic = clients.create_topic(kafka, prefix=f"orders-{design}")
+    topics = (topic, clients.create_topic(kafka, prefix=f"status-{design}"))
+    workdir = Path(tempfile.mkdtemp(prefix="course-outbox-"))
+    db = workdir / "orders.db"
     try:
+        open_database(db).close()
+        relay_kills: KilledRun | None = None
         if design == "outbox":
-            service = OutboxOrderService(kafka, topic, workdir / "orders.db", crashes=plan)
-        else:
-            service = DualWriteOrderService(kafka, topic, workdir / "orders.db", design=design, crashes=plan)
-        try:
-            if design == "outbox":
-                relay = OutboxRelay(kafka, workdir / "orders.db", crashes=relay_plan).start()
-            for i in range(n_orders):
+            relay_plan = KillPlan(plan.kills, plan.seed + 1, plan.low, plan.high)
+            relay_result: list[KilledRun] = []
+            errors: list[BaseException] = []
+
+            def relay_under_kills() -> None:
                 try:
-                    service.place_order(i, f"order-{seed}-{i}", float(10 + (i * 7) % 90))
-                except SimulatedCrash:
-                    crashes += 1
-                    service.restart()
-            if relay is not None:
-                relay.drain(timeout)
-        finally:
-            service.stop()
-            if relay is not None:
-                relay.stop()
-        with contextlib.closing(open_database(workdir / "orders.db")) as db:
-            db_ids = {row[0] for row in db.execute("SELECT order_id FROM orders")}
+                    relay_result.append(run_killed(
+                        lambda n: _worker(kafka, relay, topics, db, n, rate, relay_batch), relay_plan,
+                        stretch=stretch, on_kill=on_kill))
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+                    errors.append(exc)
+
+            relay_thread = threading.Thread(target=relay_under_kills, name=f"{lifecycle.THREAD_PREFIX}relay-kills",
+                                            daemon=True)
+            relay_thread.start()
+            kills = run_killed(lambda n: _worker(kafka, design, topics, db, n, rate, relay_batch), plan,
+                               stretch=stretch, on_kill=on_kill)
+            relay_thread.join()
+            if errors:
+                raise errors[0]
+            relay_kills = relay_result[0]
+            _drain(kafka, topics, db, rate, relay_batch, drain_timeout)
+        else:
+            def killed(n: int, lived: float) -> None:
+                if pace is not None:
+                    pace.add(lived, _orders_of(db, n))
+                if on_kill is not None:
+                    on_kill(n, lived)
+
+            kills = run_killed(lambda n: _worker(kafka, design, topics, db, n, rate, relay_batch), plan,
+                               stretch=stretch, on_kill=killed)
+        with contextlib.closing(open_database(db)) as conn:
+            db_ids = {row[0] for row in conn.execute("SELECT order_id FROM orders")}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    topic_ids = [events.decode(r).payload["order_id"] for r in read_topic(kafka, topic, timeout)]
-    return DualWriteRun(design, n_orders, crashes, relay.crashes_seen if relay else 0, db_ids, topic_ids,
-                        time.monotonic() - started, topic)
+    topic_ids = [events.decode(r).payload["order_id"] for r in read_topic(kafka, topic)]
+    return DesignRun(design, topic, kills, relay_kills, db_ids, topic_ids, time.monotonic() - started, pace)
 
 
-def compare_designs(kafka: Kafka, n_orders: int = 40, *, crash_rate: float = 0.2, seed: int = 7,
-                    designs: Sequence[str] = DESIGNS) -> dict[str, DualWriteRun]:
-    """:func:`run_dual_write` for each design, with the same orders and the same crash points."""
+def _drain(kafka: Kafka, topics: tuple[str, str], db: Path, rate: float, batch: int, timeout: float) -> None:
+    """One last relay, never killed, publishes every row still unpublished, then stops."""
+    relay = _worker(kafka, "relay", topics, db, 0, rate, batch)
+    try:
+        relay.go()
+        with contextlib.closing(open_database(db)) as conn:
+            def drained() -> bool:
+                if not relay.alive:
+                    raise RuntimeError(f"the last outbox relay exited early (exit code {relay.process.exitcode})")
+                return dualwrites.pending(conn) == 0
+
+            wait_until(drained, timeout, "the outbox relay to publish every committed row", interval=0.02)
+    finally:
+        relay.stop()
+
+
+def measure_pace(kafka: Kafka, designs: Sequence[str] = DESIGNS[:2], *, seconds: float = 0.3, min_orders: int = 5,
+                 timeout: float = 20.0) -> dict[str, float]:
+    """Seconds per order of each of ``designs`` on this machine now: one worker each, side by
+    side and never killed, on a scratch topic and databases, for ``seconds`` and at least
+    ``min_orders`` orders each (at most ``timeout`` s); then stopped gracefully."""
     unknown = [d for d in designs if d not in DESIGNS]
     if unknown or not designs:
         raise ValueError(f"designs must be among {DESIGNS}, got {list(designs)!r}")
-    return {d: run_dual_write(kafka, d, n_orders, crash_rate=crash_rate, seed=seed) for d in designs}
+    check_positive("seconds", seconds)
+    check_int("min_orders", min_orders)
+    topics = (clients.create_topic(kafka, prefix="orders-pace"), clients.create_topic(kafka, prefix="status-pace"))
+    workdir = Path(tempfile.mkdtemp(prefix="course-pace-"))
+    workers: dict[str, Worker] = {}
+    try:
+        for d in designs:
+            open_database(workdir / f"{d}.db").close()
+            workers[d] = _worker(kafka, d, topics, workdir / f"{d}.db", 0, RATE, RELAY_BATCH)
+        for w in workers.values():
+            w.go()
+        started = time.monotonic()
+        conns = {d: open_database(workdir / f"{d}.db") for d in designs}
+        try:
+            def counts() -> dict[str, int]:
+                return {d: conns[d].execute("SELECT COUNT(*) FROM orders").fetchone()[0] for d in designs}
+
+            wait_until(lambda: time.monotonic() - started >= seconds and min(counts().values()) >= min_orders,
+                       timeout, f"{min_orders} orders from each order service", interval=0.02)
+            elapsed, done = time.monotonic() - started, counts()
+        finally:
+            for conn in conns.values():
+                conn.close()
+        return {d: elapsed / done[d] for d in designs}
+    finally:
+        for w in workers.values():
+            w.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def compare_designs(kafka: Kafka, plan: KillPlan, *, designs: Sequence[str] = DESIGNS, rate: float = RATE,
+                    progress: bool = True, adapt: bool = True) -> dict[str, DesignRun]:
+    """:func:`run_design` for each design, side by side (one thread each) under the same kill
+    plan; a progress bar counts the kills. With ``adapt``, :func:`measure_pace` first times the
+    dual writes on this machine, and a shared :class:`Pace` then follows their killed processes:
+    where an order takes longer than :data:`REFERENCE_PACE_S`, every later lifetime is stretched
+    by as much (the same seed, the same draws), so each life holds as many orders on a busy
+    machine as on an idle one. Returns design -> :class:`DesignRun`."""
+    unknown = [d for d in designs if d not in DESIGNS]
+    if unknown or not designs:
+        raise ValueError(f"designs must be among {DESIGNS}, got {list(designs)!r}")
+    pace = Pace(max(measure_pace(kafka, [d for d in designs if d != "outbox"] or designs).values())) if adapt else None
+    total = plan.kills * (len(designs) + ("outbox" in designs))
+    bar = progress_bar(total, f"killing the order services ({plan})", unit="kill") if progress else None
+    lock = threading.Lock()
+
+    def tick(_n: int, _lived: float) -> None:
+        if bar is not None:
+            with lock:
+                bar.update(1)
+
+    results: dict[str, DesignRun] = {}
+    errors: list[BaseException] = []
+
+    def one(design: str) -> None:
+        try:
+            results[design] = run_design(kafka, design, plan, rate=rate, pace=pace, on_kill=tick)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(d,), name=f"{lifecycle.THREAD_PREFIX}design-{d}", daemon=True)
+               for d in designs]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        if bar is not None:
+            bar.close()
+    if errors:
+        raise errors[0]
+    return {d: results[d] for d in designs}
 
 
 # --------------------------------------------------------------------------- figures
 
 
 OUTCOMES = (("lost", "events lost (committed, never published)", "/"),
-            ("invented", "events invented (published, rolled back)", "x"),
+            ("invented", "events invented (published, never committed)", "x"),
             ("duplicates", "duplicates (published twice, same order)", "."))
 
 
-def dual_write_figure(runs: dict[str, DualWriteRun], title: str | None = None) -> go.Figure:
+def dual_write_figure(runs: dict[str, DesignRun], title: str | None = None) -> go.Figure:
     """Grouped bars: lost, invented and duplicated events per design (patterns and labels
     carry the meaning as well as colour)."""
     import plotly.graph_objects as go
 
     if not runs:
-        raise ValueError("runs must hold at least one DualWriteRun")
+        raise ValueError("runs must hold at least one DesignRun")
     names = list(runs)
     fig = go.Figure()
     for i, (key, label, pattern) in enumerate(OUTCOMES):
@@ -469,32 +401,29 @@ def dual_write_figure(runs: dict[str, DualWriteRun], title: str | None = None) -
         fig.add_bar(name=label, x=names, y=values, text=values, textposition="outside",
                     marker={"color": look["color"], "pattern": {"shape": pattern}})
     first = runs[names[0]]
-    fig.update_layout(**style.layout(title or f"{first.orders} orders, {first.crashes} crashes between the two "
-                                     "steps: what the topic got wrong"),
+    fig.update_layout(**style.layout(title or f"Each order service killed {first.kills.plan.kills} times at random "
+                                     "moments: what the topic got wrong"),
                       barmode="group", yaxis_title="events", xaxis_title="design")
     return fig
 
 
-def experiment(kafka: Kafka, *, n_orders: int = 30, crash_percent: int = 20, seed: int = 7,
-               run_now: bool = True) -> LiveExperiment:
-    """Sliders (crash rate, orders) over :func:`compare_designs`; ``rerun(crash_percent=..., orders=...)``
-    is what moving them does. ``run_now=False`` waits for the first move (or ``rerun``)."""
+def experiment(kafka: Kafka, *, kills: int = 10, seed: int = 7, run_now: bool = True) -> LiveExperiment:
+    """Sliders (kills, seed) over :func:`compare_designs`; ``rerun(kills=..., seed=...)`` is what
+    moving them does. ``run_now=False`` waits for the first move (or ``rerun``)."""
     import ipywidgets as ipw
 
     from ..core.live import LiveExperiment
 
-    check_int("n_orders", n_orders)
-    check_int("crash_percent", crash_percent, minimum=0)
-    common = {"continuous_update": False, "style": {"description_width": "160px"}, "layout": ipw.Layout(width="460px")}
-    controls = {"crash_percent": ipw.IntSlider(value=crash_percent, min=0, max=60, step=5,
-                                               description="crashes between steps (%)", **common),
-                "orders": ipw.IntSlider(value=n_orders, min=10, max=80, step=10, description="orders", **common)}
+    check_int("kills", kills)
+    check_int("seed", seed, minimum=0)
+    common = {"continuous_update": False, "style": {"description_width": "120px"}, "layout": ipw.Layout(width="420px")}
+    controls = {"kills": ipw.IntSlider(value=kills, min=2, max=40, step=2, description="kills per design", **common),
+                "seed": ipw.IntSlider(value=seed, min=0, max=99, step=1, description="seed", **common)}
 
-    def run(crash_percent: int, orders: int) -> dict[str, DualWriteRun]:
-        return compare_designs(kafka, orders, crash_rate=crash_percent / 100, seed=seed)
+    def run(kills: int, seed: int) -> dict[str, DesignRun]:
+        return compare_designs(kafka, KillPlan(kills, seed))
 
-    def describe(runs: dict[str, DualWriteRun]) -> str:
+    def describe(runs: dict[str, DesignRun]) -> str:
         return "<br>".join(str(r) for r in runs.values())
 
     return LiveExperiment(controls, run, dual_write_figure, describe, run_now=run_now)
-

@@ -210,7 +210,7 @@ def describe_pass(data: dict[str, Any]) -> str:
     load = run["load_average_1m"]
     loads = f"{load['start']} at the start, {load['end']} at the end" if load.get("end") is not None \
         else f"{load['start']}"
-    return (f"the learners' pass of {str(run['date'])[:10]} at time scale {run['time_scale']:g}, "
+    return (f"the learners' pass of {str(run['date'])[:10]} at time scale {run['time_scale']:.1f}, "
             f"{run['workers']} notebooks side by side on {m['cpus']} CPUs ({m['cpu']}, {m['memory_gb']} GB RAM, "
             f"Python {m['python']}), load average {loads}")
 
@@ -248,7 +248,7 @@ def table(data: dict[str, Any], name: str, root: Path = ROOT) -> str:
             lines.append(f"| {step} | {title(root / key)} | {e['seconds']:.0f} s | {e['peak_memory_mb']} MB | "
                          f"{e['minutes']} min |")
         hours, running = totals(data)
-        lines.append(f"| | **all {len(entries)}** | **{running} min** | **{peak} MB at most** | "
+        lines.append(f"| | **all {len(entries)}** | **{running} min of running** | **{peak} MB at most** | "
                      f"**{sum(e['minutes'] for e in entries.values())} min ({hours:g} h)** |")
         if data.get("spread"):
             lines += ["", describe_spread(data["spread"])]

@@ -94,7 +94,7 @@ def test_the_agreement_check_parses_every_place_it_names(course):
     rows = durations.MAP_ROW.findall(course_map)
     assert len(rows) == len(data["notebooks"]) and durations.MAP_TOTAL.search(course_map)
     for name, rel in durations.PAGES.items():
-        assert durations._block((course / rel).read_text(), name) is not None, rel
+        assert durations.block((course / rel).read_text(), name) is not None, rel
     quotes = durations.QUOTE.findall((course / "docs" / "instructor-notes.md").read_text())
     assert len(quotes) >= 15, "the notes answer misconceptions with the course's measured verdicts"
 

@@ -262,7 +262,8 @@ def _markers(name: str) -> tuple[str, str]:
         f"<!-- /durations:{name} -->"
 
 
-def _block(text: str, name: str) -> re.Match[str] | None:
+def block(text: str, name: str) -> re.Match[str] | None:
+    """The generated block ``name`` of a page (group 1: its content), or None if the page has none."""
     begin, end = _markers(name)
     return re.search(re.escape(begin) + r"\n(.*?)" + re.escape(end), text, re.DOTALL)
 
@@ -318,7 +319,9 @@ def _notebook_edits(data: dict[str, Any], root: Path) -> list[tuple[Edit, Any]]:
     read: dict[Path, Any] = {}  # one copy per file, so a header and the map edit the same notebook
 
     def notebook(path: Path) -> Any:
-        return read.setdefault(path, nbformat.read(path, as_version=4))
+        if path not in read:
+            read[path] = nbformat.read(path, as_version=4)
+        return read[path]
 
     for key, e in entries.items():
         want = (e["minutes"], about_seconds(e["seconds"]))
@@ -387,11 +390,11 @@ def _page_edits(data: dict[str, Any], root: Path) -> list[tuple[Edit, str]]:
         if not path.is_file():
             continue
         text = texts.get(path, path.read_text())
-        block, want = _block(text, name), table(data, name, root) + "\n"
-        if block is None:
+        found, want = block(text, name), table(data, name, root) + "\n"
+        if found is None:
             out.append((Edit(path, f"{rel}", f"no block {_markers(name)[0]!r}", "the table", False), text))
-        elif block[1] != want:
-            text = text[:block.start(1)] + want + text[block.end(1):]
+        elif found[1] != want:
+            text = text[:found.start(1)] + want + text[found.end(1):]
             out.append((Edit(path, f"{rel}, the table of durations:{name}", "other figures", "the table"), text))
         texts[path] = text
     index = verdict_index(data)

@@ -20,6 +20,7 @@ LIGHT = [
     ("python -m helpers labs check", ["-m", "helpers", "labs", "check"]),
     ("python -m helpers links", ["-m", "helpers", "links", "--repo", "https://github.com/example/course"]),
     ("python -m helpers slides check", ["-m", "helpers", "slides", "check"]),
+    ("python -m helpers durations check", ["-m", "helpers", "durations", "check"]),
 ]
 
 

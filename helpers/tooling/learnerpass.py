@@ -5,8 +5,13 @@ notebooks with papermill (by default every lesson and lab solution, two side by 
 1.0 they mostly wait on sleeps, timeouts and group joins), into ``OUT`` mirroring
 lessons/ and labs/solutions/, and writes ``OUT/summary.json``::
 
-    {"time_scale": 1.0, "kafka": ..., "seconds": total,
+    {"time_scale": 1.0, "kafka": ..., "seconds": total, "workers": 2,
+     "machine": {"cpus", "cpu", "memory_gb", "platform", "python", "load_average_1m", "date"},
+     "load_average_1m_after": ...,
      "notebooks": {"lessons/04_x.ipynb": {"seconds", "ok", "error", "peak_memory_mb"}, ...}}
+
+The machine and its load (at the start and the end) say what the seconds mean: docs/durations.json
+(:mod:`helpers.tooling.durations`) keeps them with the figures it takes from the summary.
 
 Each executed code cell records when the learner's screen changed
 (``metadata.learner_run = {"ran_s", "updates_s"}``), and each notebook the peak memory of its
@@ -34,7 +39,7 @@ import psutil
 
 from ..core.params import check_positive
 from . import UsageError, connect_kafka, standalone
-from .bench import RssSampler
+from .bench import RssSampler, machine
 from .runner import Result, course_notebooks, notebook_paths, run_notebook
 
 TIME_SCALE = 1.0
@@ -90,6 +95,7 @@ def run_pass(notebooks: list[Path], out: Path, workers: int = WORKERS) -> dict[s
     peaks: dict[str, float] = {}
     say = threading.Lock()
     print(f"learner run: {len(notebooks)} notebook(s) at time scale {TIME_SCALE} into {out}", flush=True)
+    where = machine()
     started = time.monotonic()
 
     def run_one(path: Path) -> Result:
@@ -108,6 +114,9 @@ def run_pass(notebooks: list[Path], out: Path, workers: int = WORKERS) -> dict[s
         "time_scale": TIME_SCALE,
         "kafka": kafka.describe() if hasattr(kafka, "describe") else str(kafka),
         "seconds": round(time.monotonic() - started, 1),
+        "workers": workers,
+        "machine": where,
+        "load_average_1m_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "notebooks": {r.notebook: {"seconds": round(r.seconds, 1), "ok": r.ok, "error": r.error,
                                    "peak_memory_mb": peaks.get(r.notebook, 0.0)} for r in results},
     }

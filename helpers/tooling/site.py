@@ -57,7 +57,7 @@ DEFAULT_FROM = (BUILD / "learner-run", BUILD / "run")
 DEFAULT_OUT = BUILD / "site"
 SITE_SOURCES = DOCS / "site"
 #: Documents from docs/ published under "Reference" when they exist, in this order.
-DOC_PAGES = ("glossary.md", "further-reading.md", "claims.md", "teaching.md")
+DOC_PAGES = ("glossary.md", "further-reading.md", "claims.md", "teaching.md", "instructor-notes.md")
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

@@ -45,6 +45,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("links", "helpers.tooling.links", "launch links (Binder, class JupyterHub) for every lesson and lab"),
     Command("site", "helpers.tooling.site", "build the course website from executed notebooks"),
     Command("slides", "helpers.tooling.slides", "slide boundaries for presenting lessons with RISE: apply | check"),
+    Command("release", "helpers.tooling.release",
+            "the class copy of the course for a class repository: labs without their solutions"),
 )
 
 

@@ -185,9 +185,14 @@ def _execute(graded: Graded, scores: list[Score], env: dict[str, str], work: Pat
                 else:
                     score.status, score.message = record["status"], record["message"]
                     score.attempts = record.get("attempts", [])
-                if score.status != "passed" and solution is not None and all(a in answer_of for a in task.answers):
-                    hidden = [nbformat.v4.new_code_cell(answer_of[a], metadata={"tags": ["grader-answer"]})
-                              for a in task.answers]
+                if score.status == "error":
+                    notes.append(f"the check of task {task.number} could not run, which is not the learner's "
+                                 "doing: grade this submission again")
+                answers = [answer_of.get(a) for a in task.answers]
+                # after the last task nothing more is graded: no answer needs to stand in for it
+                if score.status != "passed" and task is not graded.tasks[-1] and answers and None not in answers:
+                    hidden = [nbformat.v4.new_code_cell(code, metadata={"tags": ["grader-answer"]})
+                              for code in answers if code is not None]
                     graded.nb.cells[index + 1:index + 1] = hidden
                     score.substituted = True
             index += 1

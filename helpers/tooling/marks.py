@@ -132,7 +132,7 @@ def feedback_html(outcome: Outcome) -> str:
                       f"({html.escape(s.attempts[0].get('machine', ''))}); the last attempt counts.</small></p>")
         if s.substituted:
             extra += ("<p><small>For the tasks after this one, the grader used the course's own answer to this "
-                      "task, so each later task is scored on its own.</small></p>")
+                      "task, so each of them is scored on its own.</small></p>")
         rows.append(f"<section><h2>Task {s.task}: {html.escape(s.title)} "
                     f"<small>({_num(s.points)} of {_num(s.max_points)})</small></h2>{box}{extra}</section>")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in ([outcome.why] if outcome.why else []) + outcome.notes)

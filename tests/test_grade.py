@@ -235,6 +235,18 @@ def test_the_time_scale_must_keep_the_plans_margins(monkeypatch):
         grade.check_time_scale(1, 1.0)
 
 
+def test_each_run_gets_its_own_broker_unless_the_teacher_chose_a_kafka(tmp_path, monkeypatch):
+    for name in ("COURSE_KAFKA", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COURSE_KAFKA_FILE", str(tmp_path / "no-setting"))
+    assert grade.kafka_setting() == {"COURSE_KAFKA": "embedded"}   # never the Kafka on 127.0.0.1:9092
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.school.edu:9092")
+    assert grade.kafka_setting() == {}                             # the teacher's cluster, for every run
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
+    (tmp_path / "no-setting").write_text("docker\n")
+    assert grade.kafka_setting() == {}
+
+
 def test_the_command_line_names_a_bad_option(tmp_path, capsys):
     assert main(["grade", str(tmp_path), "--lab", "99"]) == 2
     assert "--lab must be one of" in capsys.readouterr().err

@@ -86,8 +86,15 @@ def test_the_release_holds_what_a_class_runs_and_nothing_for_teachers(copy):
     dest = copy.dest
     for name in ("README.md", "pyproject.toml", "environment.yml", "binder/environment.yml", "binder/postBuild",
                  "docker/compose.yml", "helpers/__main__.py", "helpers/checks/lab2.py", "docs/glossary.md",
-                 "docs/site/conf.py", release.MARKER):
+                 "docs/setup.md", "docs/site/conf.py", release.MARKER):
         assert (dest / name).is_file(), name
+    # what Binder's build and the Docker image copy from the repository is there
+    for path in re.findall(r"\b(jupyter-config/\S+\.json)", (ROOT / "binder" / "postBuild").read_text()):
+        assert (dest / path).is_file(), path
+    # and every document the learner's library names in its messages (doctor, the broker's errors)
+    learner_code = [*dest.glob("helpers/*.py"), *dest.glob("helpers/kafka/*.py"), *dest.glob("helpers/core/*.py")]
+    named = {m for p in learner_code for m in re.findall(r"docs/[a-z0-9-]+\.md", p.read_text())}
+    assert named and all((dest / doc).is_file() for doc in named - {"docs/architecture.md"}), named
     assert sorted(p.name for p in (dest / "lessons").glob("*.ipynb")) == sorted(
         p.name for p in (ROOT / "lessons").glob("*.ipynb"))
     for gone in ("labs/solutions", "labs/sources", "docs/teaching.md", "docs/grading.md", "docs/authoring.md",

@@ -7,8 +7,10 @@ notebook. Each submission is graded headless (:func:`grade_one`):
 * in the course's own learner notebook, with the learner's answer cells and added cells put in
   (:mod:`helpers.tooling.submission`): the check cells and every other cell come from the
   course, so editing a check cell earns nothing;
-* with its own ``COURSE_STATE_DIR`` (so its own embedded broker, unless ``KAFKA_BOOTSTRAP_SERVERS``
-  names a Kafka for all of them) and its own ``COURSE_PROGRESS_FILE``, which nothing reads: a
+* with its own ``COURSE_STATE_DIR``, so its own embedded broker (``COURSE_KAFKA=embedded``: a
+  Kafka on 127.0.0.1:9092 is not adopted), unless the teacher chose a Kafka for all of them
+  (:mod:`helpers.kafka.choice`: ``COURSE_KAFKA``, ``KAFKA_BOOTSTRAP_SERVERS`` or the file of
+  ``python -m helpers kafka use``), and its own ``COURSE_PROGRESS_FILE``, which nothing reads: a
   learner's progress file earns nothing either;
 * at ``--time-scale`` (default 1.0, the scale the learner wrote the answers at), refused where a
   margin of the lab's timing plan would not hold (:func:`check_time_scale`);
@@ -49,8 +51,8 @@ import psutil
 from ..core import progress
 from ..core.params import ENV_TIME_SCALE, check_positive
 from ..core.wait import progress_bar
+from ..kafka import choice
 from ..kafka.embedded import ENV_STATE_DIR
-from ..kafka.probe import ENV_BOOTSTRAP
 from . import UsageError, standalone
 from .examiner import MIME
 from .marks import Outcome, Score, safe_name, table, write
@@ -220,7 +222,7 @@ def grade_one(learner: str, path: Path, opts: Options, out: Path) -> Outcome:
     work = state / "work"
     work.mkdir()
     env = {**os.environ, ENV_STATE_DIR: str(state), progress.ENV_PROGRESS_FILE: str(state / "progress.json"),
-           ENV_TIME_SCALE: str(opts.time_scale),
+           ENV_TIME_SCALE: str(opts.time_scale), **kafka_setting(),
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     folder = out / safe_name(learner)
     folder.mkdir(parents=True, exist_ok=True)
@@ -244,6 +246,12 @@ def _unique(items: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
         seen[safe_name(name)] = seen.get(safe_name(name), 0) + 1
         out.append((name if seen[safe_name(name)] == 1 else f"{name}-{seen[safe_name(name)]}", path))
     return out
+
+
+def kafka_setting() -> dict[str, str]:
+    """What a grading run's environment adds to choose its Kafka: ``COURSE_KAFKA=embedded`` (its own
+    broker, whatever answers on 127.0.0.1:9092) unless the teacher chose one (then nothing: theirs)."""
+    return {} if choice.current().kind else {choice.ENV_KAFKA: choice.EMBEDDED}
 
 
 def default_jobs() -> int:
@@ -344,9 +352,13 @@ def run(args: argparse.Namespace) -> int:
     opts = Options(args.lab, args.time_scale, args.reruns, _points(args.points, args.lab))
     out = (args.out or Path(f"grades-lab{args.lab}")).resolve()
     jobs = args.jobs or default_jobs()
-    kafka = os.environ.get(ENV_BOOTSTRAP, "").strip()
+    try:
+        chosen = choice.current()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    kafka = "its own embedded broker" if not chosen.kind else f"the Kafka you chose: {chosen.describe()}"
     print(f"grading lab {args.lab} ({progress.LABS[args.lab].title}) at TIME_SCALE {args.time_scale:g}, "
-          f"{jobs} at once, each against {'the Kafka at ' + kafka if kafka else 'its own embedded broker'}; into {out}")
+          f"{jobs} at once, each against {kafka}; into {out}")
     for margin in margins:
         print(f"  margin: {margin}")
     if args.time_scale < 1.0:

@@ -9,6 +9,7 @@ links name):
   submission's cells with the course's); no ``labs/solutions/``, no ``labs/sources/``;
 * ``helpers/`` (the library every notebook imports; it holds the checks too, which is no
   leak: a check judges what code does and keeps no answer), ``binder/``, ``docker/``,
+  ``jupyter-config/`` (the JupyterLab settings binder/postBuild and docker/ install),
   ``pyproject.toml``, ``environment.yml``;
 * the learners' documents of ``docs/`` (:data:`LEARNER_DOCS`) and the site's sources
   ``docs/site/``; not the teacher's guide, the grading guide, nor the authors' notes;
@@ -42,9 +43,10 @@ from .links import Repo, binder_link, notebooks, parse_github, title
 from .paths import DOCS, LABS, LESSONS, ROOT
 
 #: The documents of docs/ that a learner reads (lessons and labs link to them).
-LEARNER_DOCS = ("glossary.md", "further-reading.md", "claims.md")
-TOP_FILES = ("pyproject.toml", "environment.yml", ".gitignore")
-TOP_DIRS = ("binder", "docker")
+LEARNER_DOCS = ("setup.md", "glossary.md", "further-reading.md", "claims.md")
+TOP_FILES = ("pyproject.toml", "environment.yml", ".gitignore", ".dockerignore")
+#: binder/postBuild and docker/ copy the course's JupyterLab settings from jupyter-config/.
+TOP_DIRS = ("binder", "docker", "jupyter-config")
 MARKER = ".course-release.json"
 DEFAULT_REF = "main"
 
@@ -147,10 +149,12 @@ def readme(repo: Repo, ref: str, root: Path = ROOT) -> str:
         "On Binder, with nothing to install: the badge above opens lesson 0, and the table below opens "
         "each notebook. On your own machine (Linux or macOS, Python 3.11+), in this folder:\n",
         "```bash\npython3 -m venv .venv && . .venv/bin/activate && pip install -e . && python -m helpers start\n```\n",
-        "`python -m helpers doctor` checks your setup and names the fix for anything missing.\n",
+        "`python -m helpers doctor` checks your setup and names the fix for anything missing; "
+        "[docs/setup.md](docs/setup.md) has the setup for each system.\n",
         "## The course\n",
         "| # | notebook | run it |\n|---|---|---|\n" + "\n".join(rows) + "\n",
         _paragraph(course, "**Credit.**"),
+        _section(course, "The three ways to reach Kafka"),
         _section(course, "Troubleshooting"),
     ]
     return "\n".join(p for p in parts if p).rstrip() + "\n"

@@ -275,6 +275,7 @@ GRADED_FOR_REAL = ("solved-1", "half-06-tasks-23", "unsolved-1", "own-cell", "ta
                    "tampered-progress", "tampered-half", "broken-truncated", "foreign-lab")
 
 
+@pytest.mark.slow  # kernels, each with its own broker: about 30 s
 def test_mixed_submissions_score_as_their_answers_deserve(tmp_path):
     made = tmp_path / "samples"
     expected = samples.make_samples(made, LAB)

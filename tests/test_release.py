@@ -167,6 +167,7 @@ def test_the_command_line(tmp_path, capsys):
     assert "--repo must be a GitHub repository" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # Sphinx: 5-30 s
 def test_the_class_site_is_built_from_the_copy_without_solutions(copy, tmp_path):
     # Two lessons executed by hand stand in for the learners' pass; the labs come from the copy.
     executed = tmp_path / "executed"

@@ -47,6 +47,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("slides", "helpers.tooling.slides", "slide boundaries for presenting lessons with RISE: apply | check"),
     Command("durations", "helpers.tooling.durations",
             "every duration and memory figure from docs/durations.json: update from a learners' pass | apply | check"),
+    Command("release", "helpers.tooling.release",
+            "the class copy of the course for a class repository: labs without their solutions"),
+    Command("grade", "helpers.tooling.grade",
+            "grade submitted lab notebooks with the course's checks: grades.csv, results.json, feedback pages"),
 )
 
 

@@ -160,6 +160,30 @@ def generate(source: Path | str, labs_dir: Path | str | None = None
     return learner, solution
 
 
+#: The sentence of a lab's introduction that points to the solutions, and what a class copy says instead.
+_SHOW_A_SOLUTION = re.compile(r",\s+then,\s+if\s+you\s+need\s+it,\s+\*\*Show\s+a\s+solution\*\*\.")
+CLASS_INSTEAD = ", then ask your teacher."
+
+
+def is_answer(cell: nbformat.NotebookNode) -> bool:
+    """Whether a cell of a generated learner notebook is one the learner writes: a code cell
+    holding the TODO stub of a solution region (the grader takes these from a submission)."""
+    return cell.cell_type == "code" and any(line.strip() == TODO for line in cell.source.splitlines())
+
+
+def class_copy(learner: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A learner notebook for a graded class (``python -m helpers release``): the same cells, with
+    the same ids, less the "Show a solution" reveals, and the introduction's pointer to them
+    replaced by "ask your teacher"."""
+    nb = copy.deepcopy(learner)
+    nb.cells = [c for c in nb.cells if "solution-reveal" not in tags(c)]
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _SHOW_A_SOLUTION.sub(CLASS_INSTEAD, cell.source)
+    nb.metadata.setdefault("course", {})["variant"] = "class"
+    return nb
+
+
 def sources(labs_dir: Path | str = LABS_DIR) -> list[Path]:
     """Every lab source notebook, in order."""
     return sorted(p for p in (Path(labs_dir) / "sources").glob("*.ipynb") if not p.name.startswith("."))

@@ -10,7 +10,12 @@ all come from installed packages.
 What the pages get, on top of myst-nb's rendering:
 
 * **course order** (lessons and labs interleaved, as ``helpers.tooling.links.COURSE_PATH``);
-  a lab is published from its executed solution, at ``labs/NN_*.html``;
+  a lab is published at ``labs/NN_*.html`` from its executed solution (``--labs solutions``,
+  the self-paced course's default) or, for a class (``--labs learner``, the default where
+  ``labs/solutions/`` is absent, as in a copy made by ``python -m helpers release``), from its
+  learner notebook **not executed** and without its "Show a solution" cells: an exercise to
+  launch, with no answer in it (executed, a learner notebook would stop at its first check
+  with "Not yet", which shows nothing a reader needs); the teacher's guide is left out;
 * **plotly.js once**: every plotly figure becomes a small ``<div>`` holding its JSON, drawn
   by ``_static/course-figures.js`` with the site's one copy of ``plotly.min.js`` (the figure
   stays interactive: hover, zoom). The notebooks' saved widget state (which embeds
@@ -49,6 +54,7 @@ from pathlib import Path
 import nbformat
 
 from . import UsageError, standalone
+from .labgen import class_copy
 from .links import COURSE_PATH, Repo, binder_link, check_hub, current_branch, hub_link, origin_url, parse_github
 from .paths import BUILD, DOCS, ROOT
 
@@ -58,6 +64,9 @@ DEFAULT_OUT = BUILD / "site"
 SITE_SOURCES = DOCS / "site"
 #: Documents from docs/ published under "Reference" when they exist, in this order.
 DOC_PAGES = ("glossary.md", "further-reading.md", "claims.md", "teaching.md", "instructor-notes.md")
+#: Documents for teachers only: a class site (``--labs learner``) leaves them out.
+TEACHER_DOCS = ("teaching.md", "instructor-notes.md")
+LAB_SOURCES = ("solutions", "learner")
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -81,6 +90,7 @@ class Page:
     executed: Path
     staged: str    # its path in the site's sources, e.g. labs/01_break_the_chain.ipynb
     launch: str    # the notebook a learner opens, e.g. labs/01_break_the_chain.ipynb
+    exercise: bool = False  # a learner lab, not executed: published without its solutions
 
 
 @dataclass
@@ -96,11 +106,14 @@ class BuildResult:
     missing: list[str] = field(default_factory=list)       # course notebooks with no executed copy
     with_errors: list[str] = field(default_factory=list)   # pages showing an error output
     warnings: list[str] = field(default_factory=list)      # Sphinx warnings
+    labs: str = "solutions"                                # what the lab pages were made from
 
     def summary(self) -> str:
         """A few lines for the terminal."""
         lines = [f"site: {len(self.pages)} notebook pages and {len(self.docs)} documents in {self.out} "
                  f"({self.bytes / 1e6:.1f} MB) built in {self.seconds:.1f} s"]
+        lines.append("  labs: " + ("executed solutions" if self.labs == "solutions"
+                                   else "learner notebooks, not executed, without solutions (a class site)"))
         if self.missing:
             lines.append(f"  not executed, so not published: {', '.join(self.missing)}")
         if self.with_errors:
@@ -112,11 +125,16 @@ class BuildResult:
 
 # ------------------------------------------------------------------ which pages
 
-def course_pages(from_dir: Path) -> tuple[list[Page], list[str]]:
+def course_pages(from_dir: Path, labs: str = "solutions") -> tuple[list[Page], list[str]]:
     """The executed notebooks under ``from_dir`` in course order, and the repository's course
-    notebooks that have no executed copy there."""
+    notebooks that have no executed copy there. With ``labs="learner"`` the labs are the
+    repository's learner notebooks instead (exercises, not executed)."""
     pages, missing = [], []
     for folder, number in COURSE_PATH:
+        if folder == "labs" and labs == "learner":
+            pages += [Page(f"labs/{p.name}", p, f"labs/{p.name}", f"labs/{p.name}", exercise=True)
+                      for p in sorted((ROOT / "labs").glob(f"{number}_*.ipynb"))[:1]]
+            continue
         if folder == "lessons":
             candidates = sorted((from_dir / "lessons").glob(f"{number}_*.ipynb"))
             in_repo = sorted((ROOT / "lessons").glob(f"{number}_*.ipynb"))
@@ -133,9 +151,11 @@ def course_pages(from_dir: Path) -> tuple[list[Page], list[str]]:
     return pages, missing
 
 
-def doc_pages(docs_dir: Path = DOCS) -> list[str]:
-    """The documents of ``DOC_PAGES`` that exist, as repository paths (docs/NAME.md)."""
-    return [f"docs/{name}" for name in DOC_PAGES if (docs_dir / name).is_file()]
+def doc_pages(docs_dir: Path = DOCS, labs: str = "solutions") -> list[str]:
+    """The documents of ``DOC_PAGES`` that exist, as repository paths (docs/NAME.md); a class
+    site (``labs="learner"``) leaves out :data:`TEACHER_DOCS`."""
+    return [f"docs/{name}" for name in DOC_PAGES if (docs_dir / name).is_file()
+            and not (labs == "learner" and name in TEACHER_DOCS)]
 
 
 # ------------------------------------------------------------------ outputs
@@ -330,6 +350,10 @@ def prepare_notebook(nb: nbformat.NotebookNode, page: Page, page_of: dict[str, s
 
 def _index(docs: list[str], pages: list[Page]) -> str:
     home = (SITE_SOURCES / "index.md").read_text(encoding="utf-8")
+    if any(p.exercise for p in pages):
+        home = (home.rstrip() + "\n\nThe labs are published as exercises: their tasks and hints, without outputs "
+                "and without solutions. Launch a lab to work on it; the check under each task tells you "
+                "what to fix.\n")
     lessons = "\n".join(posixpath.splitext(p.staged)[0] for p in pages)
     text = f"{home.rstrip()}\n\n```{{toctree}}\n:caption: The course\n:maxdepth: 1\n\n{lessons}\n```\n"
     if docs:
@@ -353,6 +377,8 @@ def stage(pages: list[Page], docs: list[str], src: Path, repo: Repo | None, ref:
     with_errors = []
     for page in pages:
         nb = nbformat.read(page.executed, as_version=4)
+        if page.exercise:
+            nb = class_copy(nb)  # no "Show a solution" cell on a class site
         nb, errors = prepare_notebook(nb, page, page_of, repo, ref, hub)
         if errors:
             with_errors.append(page.source)
@@ -420,10 +446,17 @@ def default_from() -> Path:
     return next((d for d in DEFAULT_FROM if d.is_dir()), DEFAULT_FROM[0])
 
 
+def default_labs() -> str:
+    """``solutions`` where the course has ``labs/solutions/`` (the self-paced course), else
+    ``learner`` (a class copy from ``python -m helpers release``)."""
+    return "solutions" if (ROOT / "labs" / "solutions").is_dir() else "learner"
+
+
 def build(from_dir: Path | None = None, out: Path = DEFAULT_OUT, repo: str | None = None,
-          ref: str | None = None, hub: str | None = None) -> BuildResult:
+          ref: str | None = None, hub: str | None = None, labs: str | None = None) -> BuildResult:
     """Build the site from the executed notebooks in ``from_dir`` (default: :func:`default_from`)
-    into ``out`` (replaced).
+    into ``out`` (replaced); the lab pages from the executed solutions or, with
+    ``labs="learner"``, from the learner notebooks (default: :func:`default_labs`).
 
     ``repo`` (a GitHub URL; default: the git remote ``origin``), ``ref`` (default: the current
     branch) and ``hub`` (a JupyterHub base URL) make the launch buttons. ValueError names the
@@ -431,10 +464,13 @@ def build(from_dir: Path | None = None, out: Path = DEFAULT_OUT, repo: str | Non
     """
     started = time.monotonic()
     from_dir, out = Path(from_dir or default_from()).resolve(), Path(out).resolve()
-    if not from_dir.is_dir():
+    labs = labs or default_labs()
+    if labs not in LAB_SOURCES:
+        raise ValueError(f"--labs must be one of {', '.join(LAB_SOURCES)}, got {labs!r}")
+    if not from_dir.is_dir() and labs == "solutions":
         raise ValueError(f"--from must be a folder of executed notebooks (`python -m helpers run --time-scale 1.0` "
                          f"writes build/run), got {str(from_dir)!r}, which does not exist")
-    pages, missing = course_pages(from_dir)
+    pages, missing = course_pages(from_dir, labs)
     if not pages:
         raise ValueError(f"--from {str(from_dir)!r} holds no executed lesson or lab "
                          f"(expected lessons/NN_*.ipynb and labs/solutions/NN_*.ipynb)")
@@ -443,7 +479,7 @@ def build(from_dir: Path | None = None, out: Path = DEFAULT_OUT, repo: str | Non
     ref = ref or current_branch()
     if not ref.strip():
         raise ValueError("--ref must name a branch, tag or commit, got an empty string")
-    docs = doc_pages()
+    docs = doc_pages(labs=labs)
     src = out.with_name(out.name + "-src")
     with_errors = stage(pages, docs, src, github, ref, hub)
     html_dir = src / "_build" / "html"
@@ -465,7 +501,7 @@ def build(from_dir: Path | None = None, out: Path = DEFAULT_OUT, repo: str | Non
     shutil.move(str(html_dir), str(out))
     warnings = [line for line in result.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
     return BuildResult(out, from_dir, pages, docs, time.monotonic() - started, folder_size(out), missing,
-                       with_errors, warnings)
+                       with_errors, warnings, labs)
 
 
 # ------------------------------------------------------------------ command line
@@ -482,12 +518,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "(default: the git remote 'origin'; none: no buttons)")
     parser.add_argument("--ref", help="branch, tag or commit the buttons launch (default: the current branch)")
     parser.add_argument("--hub", metavar="URL", help="a class JupyterHub's base URL: adds nbgitpuller buttons")
+    parser.add_argument("--labs", choices=LAB_SOURCES, default=None,
+                        help="lab pages from the executed solutions, or from the learner notebooks without "
+                             "solutions, not executed (a class site); default: solutions where labs/solutions/ "
+                             "exists, else learner")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build, print a summary; exit 1 if a page would load anything from the network."""
     try:
-        result = build(args.from_dir, args.out, args.repo, args.ref, args.hub)
+        result = build(args.from_dir, args.out, args.repo, args.ref, args.hub, args.labs)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(f"from {result.source}")

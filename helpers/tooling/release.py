@@ -43,7 +43,7 @@ from .links import Repo, binder_link, notebooks, parse_github, title
 from .paths import DOCS, LABS, LESSONS, ROOT
 
 #: The documents of docs/ that a learner reads (lessons and labs link to them).
-LEARNER_DOCS = ("setup.md", "glossary.md", "further-reading.md", "claims.md")
+LEARNER_DOCS = ("setup.md", "glossary.md", "further-reading.md", "claims.md", "durations.json")
 TOP_FILES = ("pyproject.toml", "environment.yml", ".gitignore", ".dockerignore")
 #: binder/postBuild and docker/ copy the course's JupyterLab settings from jupyter-config/.
 TOP_DIRS = ("binder", "docker", "jupyter-config")

@@ -57,6 +57,7 @@ class _Child:
         self.ended = threading.Event()
         self.port: int | None = None
         self.errors: list[str] = []
+        self.applied: list[dict[str, Any]] = []
         self.said: list[dict[str, Any]] = []
         self.send(config)
         self.reader = threading.Thread(target=self._read, name=f"{lifecycle.THREAD_PREFIX}capstone-{name}",
@@ -85,6 +86,8 @@ class _Child:
                     self.ready.clear()
                 elif kind == "error":
                     self.errors.append(str(msg.get("error")))
+                elif kind == "applied":
+                    self.applied.append(msg)
                 else:
                     self.said.append(msg)
                     del self.said[:-50]  # the latest only
@@ -243,13 +246,19 @@ class ServiceProcess:
                 psutil.Process(child.pid).resume()
         self.suspended = False
 
-    def command(self, message: dict[str, Any]) -> None:
-        """Change the running service (``{"slow": s}``, ``{"fix": bool}``); remembered for restarts."""
+    def command(self, message: dict[str, Any], *, wait: float = 0.0) -> None:
+        """Change the running service (``{"slow": s}``, ``{"fix": bool}``); remembered for restarts.
+        ``wait``: seconds to wait for the service to say it applied the change."""
         self.config.update(message)
         child = self.current
-        if child is not None and child.alive:
-            with contextlib.suppress(RuntimeError):
-                child.send(message)
+        if child is None or not child.alive:
+            return
+        before = len(child.applied)
+        with contextlib.suppress(RuntimeError):
+            child.send(message)
+        if wait > 0:
+            wait_until(lambda: len(child.applied) > before or not child.alive, wait,
+                       f"{self.name} to apply {message}", interval=0.005, strict=False)
 
     def stop(self) -> None:
         """End the service's process (and wait for what it left to reap)."""

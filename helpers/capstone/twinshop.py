@@ -360,7 +360,7 @@ class TwinShop(lifecycle.Managed):
         """Switch the event side's fix on or off (its three services, at once)."""
         self._fix_on = bool(on)
         for svc in self.services.get("events", {}).values():
-            svc.command({"fix": self._fix_on})
+            svc.command({"fix": self._fix_on}, wait=5.0)  # every order of the run meets the same design
 
     # ---- one measured run
     def run(self, scenario: Scenario | Mapping[str, Any], *, fix: bool = False, board: Board | None = None,

@@ -42,10 +42,14 @@ def forkserver() -> BaseContext:
     return _CONTEXT[0]
 
 
-class _Child:
-    """One process of a service and what it said (ready, its port, errors)."""
+class _Child(lifecycle.CourseThread):
+    """One process of a service, and the thread that reads what it says (ready, its port, errors)."""
+
+    KIND = "process-reader"
 
     def __init__(self, name: str, config: dict[str, Any], log: Path):
+        super().__init__()
+        self.name = f"capstone-{name.replace(' ', '-')}"
         ctx = forkserver()
         self.conn, theirs = ctx.Pipe()
         self.proc = ctx.Process(target=workers.main, args=(theirs, str(log)), name=f"capstone {name}",  # type: ignore[attr-defined]
@@ -60,9 +64,7 @@ class _Child:
         self.applied: list[dict[str, Any]] = []
         self.said: list[dict[str, Any]] = []
         self.send(config)
-        self.reader = threading.Thread(target=self._read, name=f"{lifecycle.THREAD_PREFIX}capstone-{name}",
-                                       daemon=True)
-        self.reader.start()
+        self.start()
 
     @property
     def pid(self) -> int:
@@ -74,9 +76,9 @@ class _Child:
     def alive(self) -> bool:
         return self.proc.is_alive()
 
-    def _read(self) -> None:
+    def _run(self) -> None:
         try:
-            while True:
+            while not self._stop.is_set():
                 msg = self.conn.recv()
                 kind = msg.get("type")
                 if kind == "ready":
@@ -92,7 +94,7 @@ class _Child:
                     self.said.append(msg)
                     del self.said[:-50]  # the latest only
         except (EOFError, OSError, ValueError):
-            pass
+            pass  # the process ended (or the pipe was closed): nothing more to read
         finally:
             self.ready.clear()
             self.ended.set()
@@ -105,14 +107,13 @@ class _Child:
                 raise RuntimeError("the process has ended") from None
 
     def end(self) -> None:
-        """Kill the process (if it still runs), close the pipe, wait for the reader."""
+        """Kill the process (if it still runs), close the pipe, wait for the reading thread."""
         if self.proc.is_alive():
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
         self.proc.join(timeout=10)
-        self.conn.close()  # the reader's recv() ends (EOF)
-        if self.reader is not threading.current_thread():
-            self.reader.join(timeout=10)
+        self.conn.close()  # the reader's recv() ends
+        self.stop(timeout=10)
 
 
 class ServiceProcess:
@@ -134,7 +135,6 @@ class ServiceProcess:
         self.pids: list[int] = []
         self.kills = 0
         self.suspended = False
-        self._reaped: list[threading.Thread] = []
 
     # ---- lifecycle
     def start(self, *, wait: bool = True, timeout: float = START_TIMEOUT_S) -> ServiceProcess:
@@ -209,10 +209,8 @@ class ServiceProcess:
                 child.proc.kill()
             at = time.monotonic()
             self.kills += 1
-            self.current = None  # dead from now on, whenever the process table catches up
-        reaper = threading.Thread(target=child.end, name=f"{lifecycle.THREAD_PREFIX}capstone-reap", daemon=True)
-        reaper.start()
-        self._reaped = [t for t in self._reaped if t.is_alive()] + [reaper]
+            self.current = None
+            child.end()  # reaped: a few milliseconds, then the port and the group member are free to come back
         return at
 
     def revive(self, *, wait: bool = False, timeout: float = START_TIMEOUT_S) -> ServiceProcess:
@@ -267,9 +265,6 @@ class ServiceProcess:
             child, self.current = self.current, None
         if child is not None:
             child.end()
-        for reaper in self._reaped:
-            reaper.join(timeout=10)
-        self._reaped = []
         lifecycle.unregister(self)
 
     def log_tail(self, lines: int = 8) -> str:

@@ -179,6 +179,7 @@ def test_a_run_is_data_and_reads_back_the_same():
         run.orders("both")
 
 
+@pytest.mark.slow  # over a second: the first figure imports plotly
 def test_run_figure_and_numbers_cover_both_sides_in_their_roles():
     from helpers.core import style
 
@@ -320,6 +321,7 @@ def test_a_private_broker_pauses_resumes_and_leaves_nothing(kafka):
     assert broker not in [e.resource for e in lifecycle.running()] and broker.folder is None
 
 
+@pytest.mark.slow  # over a second: a service process, a request in flight
 def test_a_kill_is_abrupt_the_request_in_flight_dies_with_the_process(tmp_path):
     shipping = ServiceProcess("sync shipping", {"role": "sync-shipping", "db": str(tmp_path / "s.db"), "hop": 2.0,
                                                 "timeout": 5.0}, tmp_path).start()

@@ -36,11 +36,13 @@ FIXED_SERVICE: dict[str, str] = {"flood": "orders", "crash": "orders", "broker":
 CRASHES = 8
 #: Floors, whatever TIME_SCALE says (a busy 2-core machine does not shrink with the scale): the
 #: customer's timeout (three HTTP hops, or a broker's acknowledgement, took up to ~0.3 s with a
-#: load average of 10), the interval between orders (at most 20 a second on each side) and the bin
-#: of the series (at least 4 orders in each).
+#: load average of 10), the interval between orders (at most 12.5 a second on each side: every
+#: order is two HTTP calls from the notebook and up to five services' work, and a flood is five
+#: times that; at 20 a second a flood of both sides kept 2 cores busy for seconds after it) and
+#: the bin of the series (at least 3 orders in each).
 TIMEOUT_FLOOR_S = 0.5
-INTERVAL_FLOOR_S = 0.05
-BIN_FLOOR_S = 0.2
+INTERVAL_FLOOR_S = 0.08
+BIN_FLOOR_S = 0.25
 #: An event service killed (SIGKILL: it neither commits nor leaves its group) is replaced by a
 #: newcomer only once the group has waited out the dead member's session and the newcomer has
 #: joined: about two session timeouts after the kill on the embedded broker (measured: 12 s with

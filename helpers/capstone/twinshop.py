@@ -44,7 +44,7 @@ from typing import Any, Protocol, Self
 
 from ..core import lifecycle
 from ..core.params import check_positive
-from ..core.wait import progress_bar, wait_until
+from ..core.wait import pace, progress_bar, wait_until
 from ..kafka.clients import TEACHING_CONSUMER, Kafka
 from ..kafka.embedded import free_port
 from ..kafka.lag import LagMonitor
@@ -108,14 +108,9 @@ class _Orders(lifecycle.CourseThread):
         self.name = "capstone-orders"
 
     def _run(self) -> None:
-        next_at = time.monotonic()
-        for number in itertools.count(1):
-            if self._stop.wait(max(0.0, next_at - time.monotonic())):
-                return
-            now = time.monotonic()
-            self.shop._place(self.ledger, number, now)
-            next_at += 1 / (self.shop.rate * self.shop._rate_factor)
-            next_at = max(next_at, now - 1.0)  # fallen far behind (a busy machine): no burst to catch up
+        moments = pace(lambda: self.shop.rate * self.shop._rate_factor, self._stop)  # a flood changes the rate
+        for number, at in enumerate(moments, 1):
+            self.shop._place(self.ledger, number, at)
 
 
 class TwinShop(lifecycle.Managed):

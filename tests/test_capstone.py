@@ -321,6 +321,19 @@ def test_a_private_broker_pauses_resumes_and_leaves_nothing(kafka):
     assert broker not in [e.resource for e in lifecycle.running()] and broker.folder is None
 
 
+def test_where_the_notebook_cannot_pause_the_broker_it_says_so_and_skips_that_fault():
+    for kind, where in (("docker", "the bundled container"), ("environment", "your cluster")):
+        kafka = clients.Kafka("127.0.0.1:9", kind)
+        assert where in available(kafka) and "skipped" in available(kafka)
+        shop = capstone.TwinShop(kafka, capstone.plan(TIME_SCALE), fix=reference_fix())  # not started: nothing runs
+        assert shop.skip_reason({"fault": "broker", "seconds": 2.0}) == available(kafka)
+        assert shop.skip_reason({"fault": "kill", "service": "payments", "seconds": 2.0}) is None
+        with pytest.raises(capstone.FaultSkipped, match="cannot pause"):
+            shop.inject({"fault": "broker", "seconds": 2.0})
+        panel = chaos.ChaosPanel(shop)
+        assert panel.apply(fault="broker") is None and "skipped" in panel.status.value and not panel.history
+
+
 @pytest.mark.slow  # over a second: a service process, a request in flight
 def test_a_kill_is_abrupt_the_request_in_flight_dies_with_the_process(tmp_path):
     shipping = ServiceProcess("sync shipping", {"role": "sync-shipping", "db": str(tmp_path / "s.db"), "hop": 2.0,

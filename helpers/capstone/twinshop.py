@@ -289,11 +289,11 @@ class TwinShop(lifecycle.Managed):
         moments and is restarted at once. Broker: the capstone's broker paused (the synchronous
         side has none)."""
         sc = as_scenario(scenario)
-        if self._pool is None:
-            raise RuntimeError("the shop is not started: shop.start()")
         reason = self.skip_reason(sc)
         if reason:
             raise FaultSkipped(reason)
+        if self._pool is None:
+            raise RuntimeError("the shop is not started: shop.start()")
         if sc.fault == "flood":
             self._rate_factor = 5.0 if sc.level is None else sc.level
             return lambda: setattr(self, "_rate_factor", 1.0)
@@ -366,11 +366,11 @@ class TwinShop(lifecycle.Managed):
         finished what they owed (at most :func:`drain_deadline`). ``board`` is updated every
         ``redraw`` seconds (a progress bar shows the phase when there is none)."""
         sc = as_scenario(scenario)
-        if self._pool is None:
-            raise RuntimeError("the shop is not started: shop.start()")
         reason = self.skip_reason(sc)
         if reason:
             raise FaultSkipped(reason)
+        if self._pool is None:
+            raise RuntimeError("the shop is not started: shop.start()")
         check_positive("redraw", redraw)
         self.use_fix(fix)
         self.wait_ready()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -319,6 +320,19 @@ def test_a_private_broker_pauses_resumes_and_leaves_nothing(kafka):
 
     assert pid is not None and (not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     assert broker not in [e.resource for e in lifecycle.running()] and broker.folder is None
+
+
+def test_a_dead_kernels_folders_are_removed_by_the_next_shop(tmp_path, monkeypatch):
+    import tempfile
+
+    from helpers.kafka.private import temporary_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead, alive = tmp_path / "course-capstone-999999999-abc", tmp_path / f"course-capstone-{os.getpid()}-def"
+    dead.mkdir()
+    alive.mkdir()
+    new = temporary_folder("capstone")
+    assert not dead.exists() and alive.exists() and new.name.startswith(f"course-capstone-{os.getpid()}-")
 
 
 def test_where_the_notebook_cannot_pause_the_broker_it_says_so_and_skips_that_fault():

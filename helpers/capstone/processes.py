@@ -9,7 +9,9 @@ commits nor leaves its group (the group waits out its session timeout before a n
 the partitions). A pause suspends the whole process (psutil), as a stop-the-world collector
 freezes every thread. A crash is a kill and the restart a supervisor does at once.
 
-Every process ends when its pipe to the kernel closes: when the kernel stops it, exits or dies.
+Every process ends when its pipe to the kernel closes: when the kernel stops it, exits or dies. It
+ignores SIGINT: the notebook's interrupt (which Jupyter sends to the kernel's whole process group)
+stops the cell, not the shop.
 """
 from __future__ import annotations
 

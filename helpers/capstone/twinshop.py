@@ -34,7 +34,6 @@ import math
 import queue
 import shutil
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,7 +47,7 @@ from ..core.wait import pace, progress_bar, wait_until
 from ..kafka.clients import TEACHING_CONSUMER, Kafka
 from ..kafka.embedded import free_port
 from ..kafka.lag import LagMonitor
-from ..kafka.private import PrivateBroker, available
+from ..kafka.private import PrivateBroker, available, temporary_folder
 from ..services.faults import Timings, ladder_step
 from ..shop.workflow import WorkflowTopics, create_topics
 from .fixswitch import FixChoice, choose_fix
@@ -173,7 +172,7 @@ class TwinShop(lifecycle.Managed):
                 self.broker = PrivateBroker("capstone").start()
                 assert self.broker.kafka is not None
                 self.event_kafka = self.broker.kafka
-            self.folder = Path(tempfile.mkdtemp(prefix="course-capstone-"))
+            self.folder = temporary_folder("capstone")
             self.topics = create_topics(self.event_kafka, 1, prefix="capstone")
             self.services = self._build()
             self.records = Records({side: {name: svc.config["db"] for name, svc in svcs.items()}

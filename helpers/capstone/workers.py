@@ -38,6 +38,7 @@ import http.client
 import importlib.util
 import json
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -401,6 +402,7 @@ class ConsumerWorker(Worker):
 def main(conn: Connection, log: str) -> None:  # pragma: no cover - runs in the service's process
     """Read the settings from ``conn``, run the role until the capstone closes the pipe. Anything
     printed, and any traceback, goes to ``log``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the notebook's interrupt (to the kernel's group) is not for us
     with open(log, "ab", buffering=0) as out:
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)

@@ -33,7 +33,7 @@ from .clients import Kafka
 from .embedded import READY_TIMEOUT_S, free_port, tansu_binary
 from .probe import BrokerUnavailable, probe
 
-__all__ = ["PrivateBroker", "available"]
+__all__ = ["PrivateBroker", "available", "temporary_folder"]
 
 
 def available(kafka: Kafka) -> str | None:
@@ -54,12 +54,26 @@ def available(kafka: Kafka) -> str | None:
 #: crashed kernel leaves no broker behind. Tansu itself cannot watch its parent.
 _KEEPER = """
 import subprocess, sys
-broker = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL)
+broker = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=sys.stderr)  # its output: the log
 print(broker.pid, flush=True)
 sys.stdin.read()  # returns at EOF: the kernel closed the pipe or died
 broker.kill()
 broker.wait()
 """
+
+
+def temporary_folder(prefix: str) -> Path:
+    """A new folder in the system's temporary folder, named after this process
+    (``course-<prefix>-<pid>-...``); folders of the same prefix left by processes that no longer
+    run (a kernel that died before it could clean up) are removed first."""
+    import psutil
+
+    base = Path(tempfile.gettempdir())
+    for old in base.glob(f"course-{prefix}-*-*"):
+        owner = old.name[len(f"course-{prefix}-"):].split("-", 1)[0]
+        if owner.isdigit() and not psutil.pid_exists(int(owner)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"course-{prefix}-{os.getpid()}-"))
 
 
 class PrivateBroker(lifecycle.Managed):
@@ -84,7 +98,7 @@ class PrivateBroker(lifecycle.Managed):
         if self.pid is not None:
             return self
         binary = tansu_binary()
-        self.folder = Path(tempfile.mkdtemp(prefix=f"course-{self.name}-broker-"))
+        self.folder = temporary_folder(f"{self.name}-broker")
         errors = []
         try:
             for _attempt in range(3):
@@ -109,7 +123,8 @@ class PrivateBroker(lifecycle.Managed):
             keeper = subprocess.Popen(
                 [sys.executable, "-c", _KEEPER, binary, "broker", "--listener-url", url,
                  "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, cwd=self.folder)
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, cwd=self.folder,
+                start_new_session=True)  # a Ctrl-C (the notebook's interrupt) reaches the kernel, not its broker
         self._keeper = keeper
         assert keeper.stdout is not None
         line = keeper.stdout.readline().strip()

@@ -1,27 +1,29 @@
 """The capstone: one shop built twice, run at once on one clock, under the same faults.
 
 A customer places an order; payments charges it; shipping ships it. :class:`TwinShop` runs
-that shop twice, side by side:
+that shop twice, side by side, each service a process of its own with its own database
+(:mod:`helpers.capstone.workers`):
 
-* the **synchronous side**: a chain of real HTTP services on 127.0.0.1
-  (:class:`helpers.services.Chain`: orders -> payments -> shipping). The customer's call
-  returns once shipping has shipped, or fails (refused, overloaded, timed out);
-* the **event side**: event services over Kafka (:mod:`helpers.shop.workflow`). The orders
-  service publishes ``OrderPlaced`` and the customer's answer is the broker's
-  acknowledgement; payments and shipping consume at their own pace, and a watcher records
-  every ``OrderShipped``.
+* the **synchronous side**: HTTP services on 127.0.0.1. Orders writes the order, calls
+  payments and waits; payments charges, calls shipping and waits; shipping ships. The customer
+  hears "yes" when orders answers yes;
+* the **event side**: orders (HTTP too: the customer calls it the same way) writes the order
+  and publishes ``OrderPlaced``, waiting for the broker's acknowledgement, then answers; or,
+  **with the fix** (``run(..., fix=True)``: the learner's from lab 6, or the course's), writes
+  the order and an outbox row in one transaction, answers, and a relay publishes the outbox.
+  Payments and shipping consume at their own pace (with the fix: each event's effect at most
+  once).
 
-:meth:`TwinShop.run` places orders at a steady rate on both sides at the same moments
-(one thread), applies one :class:`Scenario` to both sides at the same moment
-(:meth:`TwinShop.inject`: kill a service, slow it, pause it like a garbage collector, flood
-the shop with orders), lifts it, keeps ordering until both sides are back to normal, waits
-for the event side's backlog to drain, and returns a :class:`helpers.capstone.runs.Run`.
+Both sides get the same orders at the same moments, the same customer timeout, and the same
+fault at the same moment (:meth:`TwinShop.inject`): kill a service (SIGKILL: calls in flight die,
+an event service neither commits nor leaves its group), slow it, pause it (its process
+suspended, like a stop-the-world collector), flood the shop, crash the orders service at random
+moments (:mod:`helpers.capstone.injectors`), or make the event side's broker unavailable (the
+capstone's own broker, :class:`helpers.kafka.private.PrivateBroker`, paused; where the course's
+Kafka is the container or a cluster, the shop says so and skips that fault). :meth:`TwinShop.run`
+measures one scenario and returns a :class:`helpers.capstone.runs.Run`, counted from what the
+services recorded in their databases.
 
-Scenarios and durations live in :mod:`helpers.capstone.scenarios` (the package
-:mod:`helpers.capstone` is the learner's way in: ``capstone.plan``, ``capstone.Scenario``,
-``capstone.as_scenarios``): :func:`plan` derives every duration from
-the customer's timeout, with the margins stated there, at the notebook's TIME_SCALE; a
-Scenario's ``seconds`` are already scaled.
 Everything the shop starts registers with :mod:`helpers.core.lifecycle` and stops with
 :meth:`TwinShop.stop` (or ``helpers.stop_all()``).
 """
@@ -29,78 +31,36 @@ from __future__ import annotations
 
 import itertools
 import math
+import queue
+import shutil
+import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, Self
-
-from kafka import KafkaProducer
 
 from ..core import lifecycle
 from ..core.params import check_positive
-from ..core.wait import wait_until
-from ..kafka import clients, events
-from ..kafka.clients import Kafka
+from ..core.wait import pace, progress_bar, wait_until
+from ..kafka.clients import TEACHING_CONSUMER, Kafka
+from ..kafka.embedded import free_port
 from ..kafka.lag import LagMonitor
-from ..services import faults
-from ..services.chain import Chain
-from ..services.faults import Faults, Timings
-from ..shop.results import ResultWatcher
-from ..shop.service import JOIN_TIMEOUT, EventService
-from ..shop.workflow import ORDER_SHIPPED, PaymentService, ShippingService, WorkflowTopics, create_topics
-from .runs import SIDES, Fault, Order, Run
-from .scenarios import (
-    Scenario,
-    as_scenario,
-    drain_deadline,
-)
+from ..kafka.private import PrivateBroker, available, temporary_folder
+from ..services.faults import Timings, ladder_step
+from ..shop.workflow import WorkflowTopics, create_topics
+from .fixswitch import FixChoice, choose_fix
+from .injectors import Crasher, Pauser, crash_plan
+from .processes import ServiceProcess
+from .records import Answer, Records, join
+from .runs import NO_FIX, SIDES, Fault, Run
+from .scenarios import Scenario, as_scenario, drain_deadline
+from .workers import call
 
-__all__ = ["Board", "TwinShop"]
+__all__ = ["Board", "FaultSkipped", "TwinShop"]
 
-
-# --------------------------------------------------------------------------- the event side's services
-
-
-class _Faulty(EventService):
-    """An event service that can be slowed down and paused while it runs, at the moment it
-    processes an event (an event read earlier is not stuck with the speed of that moment).
-
-    Slow: ``slow_by`` more seconds of work per event. Pause, like a stop-the-world collector
-    that freezes every thread of a process: while one lasts, the service's one thread sleeps,
-    so it neither polls nor processes.
-    """
-
-    _pause: tuple[float, Faults] | None = None
-    slow_by: float = 0.0
-
-    def pause(self, every: float, length: float, epoch: float) -> None:
-        """Freeze ``length`` seconds out of every ``every``, counted from ``epoch`` (perf_counter)."""
-        self._pause = (epoch, Faults(pause_every=every, pause_for=length))
-
-    def unpause(self) -> None:
-        """No more pauses."""
-        self._pause = None
-
-    def handle(self, event: events.Event) -> list[tuple[str, events.Event]]:
-        """Wait out a pause and any slowness (a stop() cuts both short), then do the work."""
-        pause = self._pause
-        if pause is not None:
-            left = faults.pause_left(pause[1], time.perf_counter() - pause[0])
-            if left > 0:
-                self._stop.wait(left)
-        if self.slow_by > 0:
-            self._stop.wait(self.slow_by)
-        return list(super().handle(event))
-
-
-class _Payments(_Faulty, PaymentService):
-    """The payment service of the event side, with slowdowns and pauses."""
-
-
-class _Shipping(_Faulty, ShippingService):
-    """The shipping service of the event side, with slowdowns and pauses."""
+NAMES = ("orders", "payments", "shipping")
 
 
 class Board(Protocol):
@@ -109,29 +69,24 @@ class Board(Protocol):
     def update(self, run: Run) -> None: ...
 
 
-# --------------------------------------------------------------------------- the twin shop
-
-
-@dataclass
-class _Answer:
-    placed: float  # time.monotonic() when placed (and answered, when it was)
-    answered: float | None = None
-    ok: bool = False
-    error: str = ""
+class FaultSkipped(RuntimeError):
+    """A fault this shop cannot apply here (the broker fault on a broker the notebook does not own)."""
 
 
 class _Ledger:
-    """Every order of the current run on both sides, as the customers saw them (thread-safe)."""
+    """What the customers of the current run were told, on both sides (thread-safe)."""
 
-    def __init__(self, t0: float, tag: str):
-        self.t0, self.tag = t0, tag
+    def __init__(self, t0: float, wall0: float, tag: str):
+        self.t0, self.wall0, self.tag = t0, wall0, tag
         self.lock = threading.Lock()
-        self.answers: dict[str, dict[int, _Answer]] = {side: {} for side in SIDES}
-        self.correlation: dict[str, int] = {}  # OrderPlaced event id -> order number
+        self.answers: dict[str, dict[int, Answer]] = {side: {} for side in SIDES}
+        self.last_placed = t0
 
-    def placed(self, side: str, number: int, at: float) -> None:
+    def placed(self, number: int, at: float) -> None:
         with self.lock:
-            self.answers[side][number] = _Answer(at)
+            for side in SIDES:
+                self.answers[side][number] = Answer(at)
+            self.last_placed = at
 
     def answered(self, side: str, number: int, ok: bool, error: str = "") -> None:
         now = time.monotonic()
@@ -141,61 +96,92 @@ class _Ledger:
                 answer.answered, answer.ok, answer.error = now, ok, error
 
 
-class TwinShop(lifecycle.Managed):
-    """The shop built twice (a synchronous chain and event services), run on one clock.
+class _Orders(lifecycle.CourseThread):
+    """The customers: orders on both sides at the same moments, at the plan's rate (x the flood)."""
 
-    ``timings``: :func:`plan` at the notebook's TIME_SCALE; ``workers``: threads of each HTTP
-    service (a bounded pool, as real servers have; an event service works on one event at a
-    time: about as many orders a second as three workers of the chain's edge, which each wait
-    for the whole chain). ``start()`` starts both sides (the event services join their
-    groups: about 3 s on the embedded broker); :meth:`run`
-    measures one scenario; :meth:`inject` applies one to both sides now and returns the
-    function that lifts it; ``stop()`` stops everything. Use as a context manager.
+    KIND = "producer"
+
+    def __init__(self, shop: TwinShop, ledger: _Ledger):
+        super().__init__()
+        self.shop, self.ledger = shop, ledger
+        self.name = "capstone-orders"
+
+    def _run(self) -> None:
+        moments = pace(lambda: self.shop.rate * self.shop._rate_factor, self._stop)  # a flood changes the rate
+        for number, at in enumerate(moments, 1):
+            self.shop._place(self.ledger, number, at)
+
+
+class TwinShop(lifecycle.Managed):
+    """The shop built twice (synchronous services and event services), run on one clock.
+
+    ``timings``: :func:`helpers.capstone.plan` at the notebook's TIME_SCALE; ``workers``:
+    threads of each HTTP service (a bounded pool, as real servers have; an event service works
+    on one event at a time); ``fix``: the fix the event side uses when a run switches it on
+    (default :func:`helpers.capstone.fixswitch.choose_fix`: the learner's ``learner_fix.py``,
+    else the course's); ``seed``: of the crash plans. ``start()`` starts both sides (the event
+    services join their groups: about 3 s on the embedded broker); :meth:`run` measures one
+    scenario; ``stop()`` stops everything. Use as a context manager.
     """
 
-    def __init__(self, kafka: Kafka, timings: Timings, *, workers: int = 3):
+    def __init__(self, kafka: Kafka, timings: Timings, *, workers: int = 3, fix: FixChoice | None = None,
+                 seed: int = 7):
         if not isinstance(timings, Timings):
             raise ValueError(f"timings must be capstone.plan(TIME_SCALE), got {timings!r}")
-        self.kafka, self.plan = kafka, timings
-        self.timeout, self.hop, self.bin = timings.timeout, timings.hop, timings.bin
-        self.rate = 1 / timings.interval
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-        # The customer's timeout is the chain's client timeout: the edge's timeout plus one step,
-        # and the edge waits a step longer than payments (helpers.services.Chain): 1.2 x the hop timeout.
-        self.chain = Chain(3, timeout=self.timeout / 1.2, latency=self.hop, workers=workers)
-        self._epochs: dict[str, float] = {}  # when each HTTP service (re)started: its pause clock
+        if fix is not None and not isinstance(fix, FixChoice):
+            raise ValueError(f"fix must be a capstone FixChoice (capstone.choose_fix()), got {fix!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.kafka, self.plan, self.workers, self.seed = kafka, timings, workers, seed
+        self.timeout, self.hop, self.bin = timings.timeout, timings.hop, timings.bin
+        self.rate = 1 / timings.interval
+        self.step = ladder_step(self.timeout)  # each callee gives up a step before its caller
+        self.fix = fix if fix is not None else choose_fix()
+        #: Why the broker fault cannot run here (None: it can: the shop has a broker of its own).
+        self.broker_note: str | None = available(kafka)
+        #: The event services' session timeout (seconds): the plan's on the shop's own broker, else 6 s.
+        self.session = float(TEACHING_CONSUMER["session_timeout_ms"]) / 1000
+        self.broker: PrivateBroker | None = None
+        self.event_kafka = kafka
         self.topics: WorkflowTopics | None = None
-        self.services: dict[str, _Faulty] = {}
-        self.watcher: ResultWatcher | None = None
-        self.producer: KafkaProducer | None = None
+        self.folder: Path | None = None
+        self.services: dict[str, dict[str, ServiceProcess]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._runs = itertools.count(1)
         self._ledger: _Ledger | None = None
+        self._placements: queue.Queue[tuple[int, float]] | None = None
         self._lag_points: list[tuple[float, int]] = []
-        self._lag_latest: dict[str, int] = {}
+        self._lag_latest: dict[str, tuple[float, int]] = {}
         self._rate_factor = 1.0
+        self._fix_on = False
+        self.records: Records | None = None
         self.runs: list[Run] = []
-        #: When each phase of the last run began (seconds since it started): before the fault,
-        #: fault, recovering, back to normal, draining, done.
+        #: When each phase of the last run began (seconds since it started).
         self.timeline: dict[str, float] = {}
+        #: What the last crash fault did, crash by crash.
+        self.crashes: list[dict[str, Any]] = []
 
     # ---- lifecycle
     def start(self, wait: bool = True) -> Self:
-        """Start both sides (and wait for the event services to join their groups)."""
+        """Start both sides (the event side on a broker of its own where the course runs the
+        embedded one), and wait for the event services to join their groups."""
         try:
-            for http in self.chain:
-                self._epochs[http.name] = time.perf_counter()
-                http.start()
-            self.topics = create_topics(self.kafka, 1, prefix="capstone")
-            self.services = {"payments": _Payments(self.kafka, self.topics, processing_delay=self.hop),
-                             "shipping": _Shipping(self.kafka, self.topics, processing_delay=self.hop)}
-            self.watcher = ResultWatcher(self.kafka, self.topics.shipments, ORDER_SHIPPED, name="capstone-shipped")
-            for svc in [*self.services.values(), self.watcher]:
-                svc.start()
-            self.producer = clients.producer(self.kafka)
+            if self.broker_note is None:
+                self.broker = PrivateBroker("capstone").start()
+                assert self.broker.kafka is not None
+                self.event_kafka = self.broker.kafka
+            self.folder = temporary_folder("capstone")
+            self.topics = create_topics(self.event_kafka, 1, prefix="capstone")
+            self.services = self._build()
+            self.records = Records({side: {name: svc.config["db"] for name, svc in svcs.items()}
+                                    for side, svcs in self.services.items()})
+            for svcs in self.services.values():
+                for svc in svcs.values():
+                    svc.start(wait=False)
             peak = math.ceil(self.rate * 10 * (self.timeout + 1.0))  # a flood of 10x, each call up to a timeout
-            self._pool = ThreadPoolExecutor(max_workers=min(256, peak + 8),
+            self._pool = ThreadPoolExecutor(max_workers=min(256, 2 * peak + 8),
                                             thread_name_prefix=f"{lifecycle.THREAD_PREFIX}capstone-customer")
             lifecycle.register(self, "shop", "capstone twin shop")  # after its parts: stop_all() stops it first
             if wait:
@@ -205,100 +191,197 @@ class TwinShop(lifecycle.Managed):
             raise
         return self
 
-    def wait_ready(self, timeout: float = JOIN_TIMEOUT) -> Self:
-        """Wait until both event services have joined their groups."""
-        for svc in self.services.values():
-            svc.wait_ready(timeout)
+    def _build(self) -> dict[str, dict[str, ServiceProcess]]:
+        assert self.folder is not None and self.topics is not None
+        ports = {name: free_port() for name in ("sync-orders", "sync-payments", "sync-shipping", "event-orders")}
+        k = self.event_kafka
+        kafka = {"bootstrap_servers": k.bootstrap_servers, "kind": k.kind, "client_config": k.client_config}
+        common = {"workers": self.workers}
+        t = self.topics
+
+        def db(name: str) -> str:
+            assert self.folder is not None
+            return str(self.folder / f"{name}.db")
+
+        # The group waits this long for a killed service before a newcomer gets its partitions.
+        session = self.plan.session if self.broker is not None else TEACHING_CONSUMER["session_timeout_ms"] / 1000
+        self.session = session
+        event = {"kafka": kafka, "fix_path": self.fix.path, "fix": False, "session_ms": round(session * 1000)}
+        configs: dict[str, dict[str, dict[str, Any]]] = {
+            "sync": {
+                "orders": {"role": "sync-orders", "port": ports["sync-orders"], "downstream": ports["sync-payments"],
+                           "timeout": self.timeout - self.step, **common},
+                "payments": {"role": "sync-payments", "port": ports["sync-payments"], "hop": self.hop,
+                             "downstream": ports["sync-shipping"], "timeout": self.timeout - 2 * self.step, **common},
+                "shipping": {"role": "sync-shipping", "port": ports["sync-shipping"], "hop": self.hop,
+                             "timeout": self.timeout - 2 * self.step, **common}},
+            "events": {
+                "orders": {"role": "event-orders", "port": ports["event-orders"], "topic": t.orders,
+                           "timeout": self.timeout - self.step, **common, **event},
+                "payments": {"role": "event-payments", "topic": t.orders, "out": t.payments, "hop": self.hop,
+                             "group": f"{t.orders}-payments", **event},
+                "shipping": {"role": "event-shipping", "topic": t.payments, "out": t.shipments, "hop": self.hop,
+                             "group": f"{t.payments}-shipping", **event}}}
+        return {side: {name: ServiceProcess(f"{side} {name}", {**cfg, "db": db(f"{side}-{name}")}, self.folder)
+                       for name, cfg in configs[side].items()} for side in SIDES}
+
+    def wait_ready(self, timeout: float = 60.0) -> Self:
+        """Wait until every service is ready (the event services in their groups), with a bar."""
+        everything = [svc for side in self.services.values() for svc in side.values()]
+        if not all(svc.ready for svc in everything):
+            bar = progress_bar(len(everything), "capstone services ready", unit="service")
+
+            def update(_: float) -> None:
+                bar.n = sum(svc.ready for svc in everything)
+                bar.refresh()
+
+            try:
+                wait_until(lambda: all(svc.ready or svc.errors for svc in everything) or
+                           any(svc.current is not None and svc.current.ended.is_set() for svc in everything),
+                           timeout, "the capstone's services to be ready", interval=0.05, strict=False,
+                           on_poll=update)
+            finally:
+                bar.close()
+        for svc in everything:
+            svc.wait_ready(1.0)
         return self
 
     def stop(self) -> None:
-        """Stop everything: the HTTP services, the event services, the watcher, the clients."""
-        lifecycle.stop_together([*self.services.values(), *([self.watcher] if self.watcher else [])])
-        self.chain.stop()
+        """Stop everything: every service process, the customers, the broker, the files."""
+        for side in self.services.values():
+            for svc in side.values():
+                svc.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        if self.producer is not None:
-            self.producer.close(timeout=5)
-            self.producer = None
+        if self.records is not None:
+            self.records.close()
+            self.records = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
         lifecycle.unregister(self)
 
     def __repr__(self) -> str:
-        events_state = ", ".join(f"{n} {'ready' if s.ready else 'down'}" for n, s in self.services.items())
-        return (f"<TwinShop sync: {self.chain!r}; events: orders topic {self.topics.orders if self.topics else '-'}, "
-                f"{events_state}; {self.rate:g} orders/s, customer timeout {self.timeout:g} s>")
+        states = "; ".join(f"{side}: " + ", ".join(f"{n} {'up' if s.ready else 'down'}" for n, s in svcs.items())
+                           for side, svcs in self.services.items())
+        broker = "its own broker" if self.broker is not None else f"the course's Kafka ({self.kafka.kind})"
+        return (f"<TwinShop {states}; events on {broker}; {self.rate:g} orders/s, customer timeout "
+                f"{self.timeout:g} s; fix when switched on: {self.fix.label}>")
 
     # ---- faults: both sides, one call
+    def skip_reason(self, scenario: Scenario | Mapping[str, Any]) -> str | None:
+        """Why this shop cannot run ``scenario`` here (None: it can)."""
+        return self.broker_note if as_scenario(scenario).fault == "broker" else None
+
     def inject(self, scenario: Scenario | Mapping[str, Any]) -> Callable[[], None]:
-        """Apply ``scenario`` to both sides now (within a few tens of milliseconds); return
-        the function that lifts it. Kill: the HTTP service stops listening (refused) and the
-        event service stops (its committed offset stays); lifting brings the HTTP service back
-        on its port and restarts the event service, which rejoins its group and resumes from
-        its committed offset. Slow: ``level`` more seconds of work per order. Pause: frozen
-        ``level`` seconds out of every ``2 x level``, on the same clock on both sides. Flood:
-        ``level`` times the normal rate of orders, on both sides."""
+        """Apply ``scenario`` to both sides now; return the function that lifts it.
+
+        Kill: SIGKILL the service's process on both sides; lifting starts them again (same
+        port, same database; the event service rejoins its group once the dead member's session
+        has expired). Slow: ``level`` more seconds of work per order. Pause: both processes
+        suspended ``level`` seconds out of every ``2 x level``, on one clock. Flood: ``level``
+        times the normal rate. Crash: the orders service of both sides crashes at the plan's
+        moments and is restarted at once. Broker: the capstone's broker paused (the synchronous
+        side has none)."""
         sc = as_scenario(scenario)
+        reason = self.skip_reason(sc)
+        if reason:
+            raise FaultSkipped(reason)
         if self._pool is None:
             raise RuntimeError("the shop is not started: shop.start()")
         if sc.fault == "flood":
             self._rate_factor = 5.0 if sc.level is None else sc.level
             return lambda: setattr(self, "_rate_factor", 1.0)
-        http, svc = self.chain[sc.service], self.services[sc.service]
+        if sc.fault == "broker":
+            assert self.broker is not None
+            self.broker.pause()
+            return self.broker.resume
+        if sc.fault == "crash":
+            return self._start_crashes(sc)
+        both = [self.services[side][sc.service] for side in SIDES]
         if sc.fault == "kill":
-            svc.signal_stop()
-            http.take_down()
-            svc.stop()
+            for svc in both:
+                svc.kill()
 
             def revive() -> None:
-                self._epochs[http.name] = time.perf_counter()
-                http.bring_up()
-                svc.start()  # rejoins its group, resumes at the committed offset
+                for svc in both:
+                    svc.revive()
             return revive
         if sc.fault == "slow":
             extra = self.timeout if sc.level is None else sc.level
-            http.configure(latency=self.hop + extra)
-            svc.slow_by = extra
+            for svc in both:
+                svc.command({"slow": extra})
 
             def speed_up() -> None:
-                http.configure(latency=self.hop)
-                svc.slow_by = 0.0
+                for svc in both:
+                    svc.command({"slow": 0.0})
             return speed_up
-        length = sc.seconds / 4 if sc.level is None else sc.level
-        epoch = self._epochs[http.name]  # the HTTP service pauses on its own clock: the event service uses it too
-        http.configure(pause_every=2 * length, pause_for=length)
-        svc.pause(2 * length, length, epoch)
+        pauser = Pauser(both, sc.seconds / 4 if sc.level is None else sc.level).start()
+        return pauser.stop
 
-        def resume() -> None:
-            http.configure(pause_every=0.0, pause_for=0.0)
-            svc.unpause()
-        return resume
+    def _start_crashes(self, sc: Scenario) -> Callable[[], None]:
+        ledger = self._ledger
+        usual = {side: self._usual_answer(side) for side in SIDES}
+        plan = crash_plan(sc.crashes, sc.seconds, self.seed)
+        self._placements = queue.Queue()
+        clock = (lambda: time.monotonic() - ledger.t0) if ledger is not None else time.monotonic
+        crasher = Crasher(plan, {side: self.services[side]["orders"] for side in SIDES}, usual,
+                          time.monotonic(), self._placements, clock).start()
+        self.crashes = crasher.records
+
+        def lift() -> None:
+            crasher.stop()
+            self._placements = None
+            for side in SIDES:
+                self.services[side]["orders"].revive()  # no-op when it runs
+        return lift
+
+    def _usual_answer(self, side: str) -> float:
+        """The median wait of the side's customers answered yes so far in this run (its usual
+        answer time; the customer's timeout if there is none)."""
+        ledger = self._ledger
+        if ledger is None:
+            return self.timeout
+        with ledger.lock:
+            waits = [a.answered - a.placed for a in ledger.answers[side].values() if a.ok and a.answered]
+        return statistics.median(waits) if waits else self.timeout
+
+    def use_fix(self, on: bool) -> None:
+        """Switch the event side's fix on or off (its three services, at once)."""
+        self._fix_on = bool(on)
+        for svc in self.services.get("events", {}).values():
+            svc.command({"fix": self._fix_on}, wait=5.0)  # every order of the run meets the same design
 
     # ---- one measured run
-    def run(self, scenario: Scenario | Mapping[str, Any], *, board: Board | None = None,
+    def run(self, scenario: Scenario | Mapping[str, Any], *, fix: bool = False, board: Board | None = None,
             redraw: float = 0.5) -> Run:
-        """Measure ``scenario`` on both sides: orders at the plan's rate from the start, the
-        fault after ``plan.before``, lifted after its ``seconds``, orders until both sides are
-        back to normal (plus three bins), then the event side's backlog drained (at most
-        :func:`drain_deadline`). ``board`` is updated every ``redraw`` seconds (and a
-        progress bar shows the phase when there is none)."""
+        """Measure ``scenario`` on both sides, the event side with the fix if ``fix``: orders at the
+        plan's rate from the start, the fault after ``plan.before``, lifted after its ``seconds``,
+        orders until both sides are back to normal (plus three bins), then until both sides have
+        finished what they owed (at most :func:`drain_deadline`). ``board`` is updated every
+        ``redraw`` seconds (a progress bar shows the phase when there is none)."""
         sc = as_scenario(scenario)
-        if self._pool is None or self.watcher is None:
+        reason = self.skip_reason(sc)
+        if reason:
+            raise FaultSkipped(reason)
+        if self._pool is None:
             raise RuntimeError("the shop is not started: shop.start()")
         check_positive("redraw", redraw)
+        self.use_fix(fix)
         self.wait_ready()
-        self._ledger, self._lag_points, self._lag_latest = None, [], {}
+        self._ledger, self._lag_points, self._lag_latest, self.crashes = None, [], {}, []
         monitors = self._start_lag_monitors()  # opening their clients takes a moment: before the clock starts
-        t0 = time.monotonic()
-        ledger = self._ledger = _Ledger(t0, f"run{next(self._runs)}")
+        t0, wall0 = time.monotonic(), time.time()
+        ledger = self._ledger = _Ledger(t0, wall0, f"run{next(self._runs)}-{int(wall0)}")
         fault = Fault(sc.fault, sc.service, math.inf, math.inf, sc.level)
-        bar = None if board is not None else _bar(sc.label)
-        stop_ordering = threading.Event()
-        driver = threading.Thread(target=self._order, args=(ledger, stop_ordering), daemon=True,
-                                  name=f"{lifecycle.THREAD_PREFIX}capstone-orders")
-        stopper = _Stopper(stop_ordering, driver)
-        lifecycle.register(stopper, "producer", "capstone orders")
+        label = sc.label
+        bar = None if board is not None else _bar(label)
+        orders = _Orders(self, ledger)
         shown = [0.0]
-
         self.timeline = {}
 
         def show(phase: str) -> Callable[[float], None]:
@@ -309,16 +392,16 @@ class TwinShop(lifecycle.Managed):
                 if now - shown[0] >= redraw:
                     shown[0] = now
                     if board is not None:
-                        board.update(self._snapshot(fault, sc.label))
+                        board.update(self._snapshot(fault, label))
                     if bar is not None:
-                        bar.set_description_str(f"{sc.label}: {phase}", refresh=False)
+                        bar.set_description_str(f"{label}: {phase}", refresh=False)
                         bar.n = round(now - t0, 1)
                         bar.refresh()
             return tick
 
         lift: Callable[[], None] | None = None
         try:
-            driver.start()
+            orders.start()
             self._sleep(self.plan.before, show("before the fault"))
             start = time.monotonic() - t0
             lift = self.inject(sc)
@@ -328,25 +411,23 @@ class TwinShop(lifecycle.Managed):
             lifting()
             fault = Fault(sc.fault, sc.service, start, time.monotonic() - t0, sc.level)
             deadline = drain_deadline(sc.seconds)
-            normal = self._snapshot(fault, sc.label).normal("events").lag
+            normal = self._snapshot(fault, label).normal("events").lag
             wait_until(lambda: self._recovered(fault, normal), deadline, "both sides back to normal",
                        interval=0.05, strict=False, on_poll=show("recovering"))
             self._sleep(3 * self.bin, show("back to normal"))
-            stop_ordering.set()
-            driver.join()
-            wait_until(lambda: self._drained(ledger), deadline, "the event side's backlog to drain",
-                       interval=0.05, strict=False, on_poll=show("draining"))
+            orders.stop()
+            wait_until(lambda: self._drained(ledger), deadline, "both sides to finish what they owed",
+                       interval=0.1, strict=False, on_poll=show("draining"))
         finally:
             if lift is not None:  # interrupted during the fault: leave the shop healthy
                 lift()
-            stopper.stop()
-            lifecycle.unregister(stopper)
+            orders.stop()
             for monitor in monitors:
                 monitor.stop()
             if bar is not None:
                 bar.close()
         self.timeline["done"] = round(time.monotonic() - t0, 2)
-        run = self._snapshot(fault, sc.label)
+        run = self._snapshot(fault, label, finished=True)
         if board is not None:
             board.update(run)
         self.runs.append(run)
@@ -356,110 +437,96 @@ class TwinShop(lifecycle.Managed):
     def _sleep(self, seconds: float, tick: Callable[[float], None]) -> None:
         wait_until(lambda: False, seconds, "time to pass", interval=0.05, strict=False, on_poll=tick)
 
-    def _order(self, ledger: _Ledger, stop: threading.Event) -> None:
-        """Place orders on both sides at the same moments, at the plan's rate (x the flood factor)."""
-        next_at = time.monotonic()
-        for number in itertools.count(1):
-            if stop.wait(max(0.0, next_at - time.monotonic())):
-                return
-            now = time.monotonic()
-            self._place(ledger, number, now)
-            next_at += 1 / (self.rate * self._rate_factor)
-            next_at = max(next_at, now - 1.0)  # fallen far behind (a busy machine): no burst to catch up
-
     def _place(self, ledger: _Ledger, number: int, at: float) -> None:
         """Place order ``number`` on both sides at ``at`` (time.monotonic())."""
-        assert self.producer is not None and self._pool is not None and self.topics is not None
-        placed = events.order_placed(f"{ledger.tag}-{number}", 20.0 + number % 7)
-        ledger.placed("events", number, at)
-        ledger.placed("sync", number, at)
-        with ledger.lock:
-            ledger.correlation[placed.event_id] = number
-        future = events.publish(self.producer, self.topics.orders, placed)
-        future.add_callback(lambda _meta: ledger.answered("events", number, True))
-        future.add_errback(lambda exc: ledger.answered("events", number, False, f"not acknowledged: {exc}"))
-        self._pool.submit(self._call, ledger, number)
+        assert self._pool is not None
+        ledger.placed(number, at)
+        placements = self._placements
+        if placements is not None:
+            placements.put((number, at))
+        for side in SIDES:
+            self._pool.submit(self._call, ledger, side, number)
 
-    def _call(self, ledger: _Ledger, number: int) -> None:
-        result = self.chain.call(timeout=self.timeout, order_id=number)
-        ledger.answered("sync", number, result.ok, result.error)
+    def _call(self, ledger: _Ledger, side: str, number: int) -> None:
+        port = self.services[side]["orders"].port
+        assert port is not None
+        ok, error = call(port, ledger.tag, number, self.timeout)
+        ledger.answered(side, number, ok, error)
 
     def _start_lag_monitors(self) -> list[LagMonitor]:
         assert self.topics is not None
         interval = max(self.bin / 2, 0.1)  # at least two samples a bin
         monitors = []
         for name, topic in (("payments", self.topics.orders), ("shipping", self.topics.payments)):
-            group = self.services[name].group_id
-            assert group is not None
-            monitors.append(LagMonitor(self.kafka, topic, group, interval=interval,
+            group = self.services["events"][name].config["group"]
+            monitors.append(LagMonitor(self.event_kafka, topic, group, interval=interval,
                                        on_sample=self._lag_sampled(name)).start())
         return monitors
 
     def _lag_sampled(self, name: str) -> Callable[[LagMonitor], None]:
         def record(monitor: LagMonitor) -> None:
-            if monitor.samples:
-                self._lag_latest[name] = monitor.samples[-1].lag  # one partition per topic
-                ledger = self._ledger
-                if ledger is not None:
-                    self._lag_points.append((time.monotonic() - ledger.t0, sum(self._lag_latest.values())))
+            ledger = self._ledger
+            if monitor.samples and ledger is not None:
+                now = time.monotonic() - ledger.t0
+                self._lag_latest[name] = (now, monitor.samples[-1].lag)  # one partition per topic
+                self._lag_points.append((now, sum(v for _, v in self._lag_latest.values())))
         return record
 
     def _recovered(self, fault: Fault, normal_lag: int) -> bool:
-        """When to stop ordering: the synchronous side is normal a timeout and a bin after the
-        lift (a call placed then meets no fault: its last answers are in), the event services
-        are back in their groups and the backlog is down to its normal level. (How long each
-        side took is the verdict's business, from the series; this only ends the run.)"""
+        """When to stop ordering: a timeout and a bin after the lift (a call placed then meets no
+        fault: its last answers are in), every service back, and the backlog down to its normal
+        level. (How long each side took is the verdict's business, from the series.)"""
         ledger = self._ledger
         assert ledger is not None
         now = time.monotonic() - ledger.t0
-        if now - fault.end < self.timeout + self.bin or not all(s.ready for s in self.services.values()):
+        if now - fault.end < self.timeout + self.bin:
+            return False
+        if not all(svc.ready for side in self.services.values() for svc in side.values()):
             return False
         latest = self._lag_points[-1][1] if self._lag_points else math.inf
         return latest <= max(normal_lag, 1)
 
     def _drained(self, ledger: _Ledger) -> bool:
-        """Every order answered, and every event order acknowledged has shipped."""
-        run = self._snapshot(Fault("", "", 0.0, 0.0), "")
-        answered = all(a.answered is not None for side in SIDES for a in ledger.answers[side].values())
-        return answered and not run.unshipped("events", math.inf)
-
-    def _snapshot(self, fault: Fault, label: str) -> Run:
-        """The run so far, as a :class:`Run` (times since the run started)."""
-        ledger = self._ledger
-        assert ledger is not None and self.watcher is not None
+        """Every customer answered; nothing written on either side for a while (the synchronous
+        side may finish work after its customer gave up); and the event side owes nothing, or
+        has caught up (in its groups, no lag) and still owes it: then it never will."""
         now = time.monotonic()
-        shipped: dict[int, list[float]] = {}
-        for handled in list(self.watcher.handled):
-            number = ledger.correlation.get(handled.correlation_id)
-            if number is not None:
-                shipped.setdefault(number, []).append(handled.t - ledger.t0)
-        orders = []
         with ledger.lock:
-            for side in SIDES:
-                for number, a in ledger.answers[side].items():
-                    waited = (a.answered if a.answered is not None else now) - a.placed
-                    ok = a.ok and waited <= self.timeout  # past the timeout, the customer gave up
-                    error = a.error or ("" if ok else "no answer within the customer's timeout")
-                    if side == "sync":
-                        times = [a.placed - ledger.t0 + waited] if ok else []
-                    else:
-                        times = sorted(shipped.get(number, []))
-                    orders.append(Order(side, number, a.placed - ledger.t0, ok, waited,
-                                        times[0] if times else None, len(times), error))
+            waiting = any(a.answered is None and now - a.placed <= self.timeout + self.step
+                          for side in SIDES for a in ledger.answers[side].values())
+            last_answer = max((a.answered or a.placed for side in SIDES for a in ledger.answers[side].values()),
+                              default=ledger.t0)
+        if waiting:
+            return False
+        assert self.records is not None
+        written = self.records.last_write(ledger.tag)
+        last_write = ledger.t0 if written is None else ledger.t0 + (written - ledger.wall0)
+        quiet = max(2 * self.bin, self.timeout)
+        if now - max(last_answer, last_write) < quiet:
+            return False
+        run = self._snapshot(Fault("", "", 0.0, 0.0), "")
+        if not run.unshipped("events"):
+            return True
+        caught_up = all(svc.ready for svc in self.services["events"].values())
+        samples = list(self._lag_latest.values())
+        return caught_up and len(samples) == 2 and all(v == 0 and t > ledger.last_placed - ledger.t0
+                                                       for t, v in samples)
+
+    def _snapshot(self, fault: Fault, label: str, *, finished: bool = False) -> Run:
+        """The run so far, as a :class:`Run` (times since the run started), from what the
+        customers were told and what the services recorded."""
+        ledger = self._ledger
+        assert ledger is not None and self.records is not None
+        now = time.monotonic()
+        orders = []
+        for side in SIDES:
+            with ledger.lock:
+                answers = dict(ledger.answers[side])
+            orders += join(side, answers, *self.records.read(side, ledger.tag), t0=ledger.t0, wall0=ledger.wall0,
+                           now=now, timeout=self.timeout)
         return Run(fault, orders, list(self._lag_points), bin=self.bin, timeout=self.timeout,
-                   ended=now - ledger.t0, label=label)
-
-
-class _Stopper:
-    """The order thread as lifecycle sees it: ``stop()`` ends it."""
-
-    def __init__(self, event: threading.Event, thread: threading.Thread):
-        self.event, self.thread = event, thread
-
-    def stop(self) -> None:
-        self.event.set()
-        if self.thread.ident is not None:
-            self.thread.join(timeout=5)
+                   ended=now - ledger.t0, label=label, fix=self.fix.label if self._fix_on else NO_FIX,
+                   crashes=list(self.crashes), seed=self.seed, finished=finished)
 
 
 def _bar(label: str) -> Any:
@@ -467,4 +534,3 @@ def _bar(label: str) -> Any:
     from tqdm.auto import tqdm  # imported here: only runs without a board pay
 
     return tqdm(desc=label, unit="s", leave=False, bar_format="{desc}: {n:.1f} s")
-

@@ -66,12 +66,14 @@ class FireDrill:
 
 class _Supervisor:
     """Runs one service in lives of its own, killing it at its ``kill_at`` moments (seconds after
-    ``t0``) and restarting it at once, until ``finished(life)`` says its work is done."""
+    ``t0``) and restarting it at once. It is done after a life that ended by itself (all orders
+    placed; or nothing left to do) and that started after its ``upstream`` was done: a relay life
+    that began while orders were still being saved may have stopped just before the last one."""
 
     def __init__(self, lab: crashes.CrashLab, name: str, role: str, config: Callable[[], dict[str, Any]],
-                 kill_at: list[float], finished: Callable[[crashes.Life], bool]):
+                 kill_at: list[float], upstream: _Supervisor | None = None):
         self.lab, self.name, self.role, self.config = lab, name, role, config
-        self.kill_at, self.finished = sorted(kill_at), finished
+        self.kill_at, self.upstream = sorted(kill_at), upstream
         self.kills, self.done = 0, False
         self.failure: Exception | None = None
         self.halt = threading.Event()  # set when another service failed: stop at once
@@ -85,6 +87,7 @@ class _Supervisor:
     def _run(self) -> None:
         try:
             while not self.halt.is_set():
+                upstream_done = self.upstream is None or self.upstream.done
                 life = self.lab.spawn(self.role, self.config())
                 self.lab.working(life, LEARNER_TIMEOUT_S)
                 while not self.lab.ended(life):
@@ -103,7 +106,7 @@ class _Supervisor:
                 if life.error:
                     self.failure = life_failed(life, self.name)
                     return
-                if not life.killed and self.finished(life):
+                if not life.killed and upstream_done:
                     self.done = True
                     return
         except Exception as exc:  # noqa: BLE001 - reported by lab6_drill in the notebook's thread
@@ -146,14 +149,14 @@ def lab6_drill(kafka: Kafka, path: str | Path = FIX_FILE, *, orders: int = 200, 
                 def draws() -> list[float]:
                     return [rng.uniform(0.05, 1.0) * expected_s for _ in range(kills)]
 
-                writer = _Supervisor(lab, "orders service", "writer", writer_config, draws(), lambda life: True)
+                writer = _Supervisor(lab, "orders service", "writer", writer_config, draws())
                 relay = _Supervisor(lab, "outbox relay", "relay",
                                     lambda: {"path": resolved, "db": str(orders_db), "limit": 10, "idle_s": IDLE_S},
-                                    draws(), lambda life: writer.done)
+                                    draws(), writer)
                 consumer = _Supervisor(lab, "payments consumer", "consumer",
                                        lambda: {"path": resolved, "db": str(payments_db), "topic": topic,
                                                 "group": group, "batch": 10, "until": None, "idle_s": IDLE_S},
-                                       draws(), lambda life: relay.done)
+                                       draws(), relay)
                 supervisors = (writer, relay, consumer)
                 _watch(supervisors, pdb, orders)
                 for s in supervisors:

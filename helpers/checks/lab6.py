@@ -30,7 +30,7 @@ from .forkserver import ORDERS_TABLE, PAYMENTS_TABLE, charge, load_fix, open_db,
 #: 35 % (relay) or 38 % (orders) of single kills, measured over 40 seeds; these counts leave each of them a chance
 #: below one in a million to pass.
 OUTBOX_KILLS, RELAY_KILLS, CONSUMER_KILLS = 40, 36, 64
-ORDERS_PER_LIFE = 40   # task 1: orders each orders-service life places
+ORDERS_PER_LIFE = 150  # task 1: orders each orders-service life places
 ROWS_PER_LIFE = 20     # task 2: outbox rows waiting when each relay life starts
 RELAY_LIMIT = 5        # task 2: the relay's batch (``limit``)
 EVENTS_PER_LIFE = 30   # task 3: events added to the topic before each consumer life

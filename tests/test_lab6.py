@@ -433,6 +433,8 @@ def test_the_drill_counts_the_whole_fix_under_fire(kafka, tmp_path):
     assert drill.committed >= 55 and drill.published == drill.committed and drill.charged == drill.committed
     assert drill.lost == drill.invented == drill.charged_twice == 0
     assert drill.kills >= 1 and "seed 3" in str(drill)
+    with pytest.raises(ValueError, match="orders"):
+        checks.lab6_drill(kafka, tmp_path / "learner_fix.py", orders=0)
 
 
 def test_the_drill_sees_a_fix_that_charges_twice(kafka, tmp_path):

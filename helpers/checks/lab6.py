@@ -27,8 +27,8 @@ from .fixfile import FIX_FILE, LEARNER_TIMEOUT_S, call, event_ids, life_failed, 
 from .forkserver import ORDERS_TABLE, PAYMENTS_TABLE, charge, load_fix, open_db, order, write_order
 
 #: Kills per check. Each "lucky timing" design of tests/test_lab6.py loses something in at least 20 % (payments),
-#: 35 % (relay) or 38 % (orders) of single kills, measured over 40 seeds; these counts leave each of them a chance
-#: below one in a million to pass.
+#: 35 % (relay) or 38 % (orders) of single kills (estimated from runs of 4 kills at 40 seeds); these counts leave
+#: each of them a chance below one in a million to pass (and 20 seeds of each were all rejected).
 OUTBOX_KILLS, RELAY_KILLS, CONSUMER_KILLS = 40, 36, 64
 ORDERS_PER_LIFE = 150  # task 1: orders each orders-service life places
 ROWS_PER_LIFE = 20     # task 2: outbox rows waiting when each relay life starts

@@ -457,3 +457,32 @@ def test_the_drill_sees_a_fix_that_charges_twice(kafka, tmp_path):
         """)
     drill = checks.lab6_drill(kafka, _write(tmp_path, source), orders=30, seed=4, time_scale=0.1, kills=0)
     assert drill.committed == 30 and drill.repeats >= 30 and drill.charged_twice == 30 and drill.kills == 0
+
+
+# --------------------------------------------------------------------------- the capstone's side of the contract
+
+
+def test_the_capstone_gives_the_fix_a_connection_where_with_db_is_one_transaction(tmp_path):
+    """FIX_INTERFACE: Python's default transaction handling, as lab 6 teaches `with db:`; in autocommit mode the
+    lab's own solution would commit the order and its outbox row separately."""
+    from helpers.capstone import workers
+
+    fix = forkserver.load_fix(_write(tmp_path, SOLUTION))
+    for autocommit, begins in ((False, ["BEGIN DEFERRED", "COMMIT"]), (True, [])):
+        db = workers.connect(str(tmp_path / f"orders-{autocommit}.db"), autocommit=autocommit)
+        fix.setup(db)
+        db.execute(forkserver.ORDERS_TABLE)
+        trace: list[str] = []
+        db.set_trace_callback(trace.append)
+        fix.save_with_outbox(db, forkserver.write_order("o-1", 1.0), "orders", b"o-1", b"{}", "e-1")
+        assert [s.strip() for s in trace if s.startswith(("BEGIN", "COMMIT"))] == begins, trace
+
+
+def test_the_capstone_does_not_take_a_file_that_still_has_the_todo_stubs(tmp_path):
+    from helpers.capstone.fixswitch import choose_fix
+
+    _write(tmp_path, _file_from(LEARNER_NOTEBOOK))
+    choice = choose_fix(tmp_path)
+    assert not choice.is_learners and "save_with_outbox() still has lab 6's TODO stub" in choice.message
+    _write(tmp_path, SOLUTION)
+    assert choose_fix(tmp_path).is_learners

@@ -5,9 +5,9 @@ in the lab's working folder (``%%writefile``). :func:`choose_fix` looks for that
 capstone's own working folder (the notebook's: ``labs/`` for learners, ``labs/solutions/`` when
 the solutions run), imports it from that path (nothing is cached between runs), and checks it
 has the contract's four functions (``setup``, ``save_with_outbox``, ``relay``,
-``process_once``). When the file is absent or does not import, it says so in one line and
-chooses the course's reference fix (:mod:`helpers.patterns.fix`), labelled
-"the course's reference fix" in every table and figure.
+``process_once``), none of them still lab 6's TODO stub. When the file is absent, does not
+import or is not finished, it says so in one line and chooses the course's reference fix
+(:mod:`helpers.patterns.fix`), labelled "the course's reference fix" in every table and figure.
 
 The choice travels to the event services' processes as a path: each imports the file itself.
 """
@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import types
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..patterns import fix as reference
 from .workers import load_fix
@@ -72,4 +74,32 @@ def choose_fix(folder: str | os.PathLike[str] | None = None) -> FixChoice:
             module.setup(scratch)  # the services call it first thing: it must work
     except Exception as exc:  # noqa: BLE001
         return FixChoice(None, reference.LABEL, f"{path}: setup() fails ({type(exc).__name__}: {exc}): {fallback}.")
+    unfinished = _unfinished(module)
+    if unfinished:
+        return FixChoice(None, reference.LABEL, f"{path}: {unfinished}: {fallback}.")
     return FixChoice(str(path.resolve()), LEARNER_LABEL, f"Using your fix from {path} (lab 6) on the event side.")
+
+
+def _unfinished(module: types.ModuleType) -> str:
+    """Why a file that imports is not a fix yet ('' when it is): lab 6 writes its functions as TODO
+    stubs that raise NotImplementedError until the learner replaces them, so each is called once on
+    a scratch database (relay without a producer: only its stub's NotImplementedError counts)."""
+    def noop(db: sqlite3.Connection) -> None:
+        return None
+
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+        ("save_with_outbox", (noop, "probe", b"k", b"v", "probe-1"), {}),
+        ("process_once", ("probe-1", noop), {}),
+        ("relay", (None,), {"limit": 1}),
+    ]
+    with closing(sqlite3.connect(":memory:")) as scratch:
+        module.setup(scratch)
+        for name, args, kwargs in calls:
+            try:
+                getattr(module, name)(scratch, *args, **kwargs)
+            except NotImplementedError:
+                return f"{name}() still has lab 6's TODO stub"
+            except Exception as exc:  # noqa: BLE001 - the probe's own limits (no producer) are not the learner's
+                if name != "relay":
+                    return f"{name}() fails on a first call ({type(exc).__name__}: {exc})"
+    return ""

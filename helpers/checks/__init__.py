@@ -18,11 +18,15 @@ Every check ``check_labN_<task>(...)``:
 
 The package: :mod:`.feedback` (results, the check decorator, calling learner code) and
 one module per lab (its checks and the small runtimes its cells use: ``lab1_sabotage``,
-``crash_drill``, ``lab5_shop`` ...). Notebooks call everything as ``checks.<name>``.
+``crash_drill``, ``lab5_shop`` ...), and lab 6's crash harness (:mod:`.crashes`, which runs the
+learner's code in processes it kills, forked by :mod:`.forkserver`). Notebooks call everything as
+``checks.<name>``.
 """
 from __future__ import annotations
 
 from .feedback import CHECKS, CheckResult, NotYet
+from .firedrill import FireDrill, lab6_drill
+from .fixfile import lab6_private_folder, lab6_publish_fix
 from .lab1 import (
     Table,
     check_lab1_breaker,
@@ -43,6 +47,7 @@ from .lab3 import (
 )
 from .lab4 import check_lab4_drain, check_lab4_plan, lab4_figure
 from .lab5 import Fulfilment, Shop, check_lab5_correlation, check_lab5_pending, check_lab5_wait_for_result, lab5_shop
+from .lab6 import check_lab6_consumer, check_lab6_outbox, check_lab6_relay
 from .lab7 import check_lab7_scenarios, check_lab7_verdict
 
 #: Passing checks are recorded in helpers.core.progress. The generated *solution* notebooks set
@@ -58,5 +63,7 @@ __all__ = [
     "check_lab3_commit_strategy", "check_lab3_audit", "check_lab3_idempotent_handler", "crash_drill", "DrillResult",
     "check_lab4_plan", "check_lab4_drain", "lab4_figure",
     "check_lab5_correlation", "check_lab5_wait_for_result", "check_lab5_pending", "lab5_shop", "Shop", "Fulfilment",
+    "check_lab6_outbox", "check_lab6_relay", "check_lab6_consumer", "lab6_drill", "FireDrill",
+    "lab6_private_folder", "lab6_publish_fix",
     "check_lab7_scenarios", "check_lab7_verdict",
 ]

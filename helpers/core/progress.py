@@ -41,6 +41,7 @@ LABS: dict[int, Lab] = {lab.number: lab for lab in (
     Lab(3, "survive_the_outage", "Survive the outage", ("commit_strategy", "audit", "idempotent_handler")),
     Lab(4, "drain_the_backlog", "Drain the backlog", ("plan", "drain")),
     Lab(5, "embrace_the_async", "Embrace the async", ("correlation", "wait_for_result", "pending")),
+    Lab(6, "outbox_and_idempotency", "Outbox and idempotency", ("outbox", "relay", "consumer")),
     Lab(7, "capstone", "The capstone", ("scenarios", "verdict")),
 )}
 

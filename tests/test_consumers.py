@@ -107,17 +107,57 @@ def test_commit_before_processing_loses_what_a_crash_interrupts(kafka):
 
 
 def test_three_consumers_drain_faster_than_one(kafka):
-    """(b) C14: the same backlog on 3 partitions drains measurably faster with 3 consumers; a 4th idles."""
+    """(b) C14: the same backlog on 3 partitions drains measurably faster with 3 consumers; a 4th idles;
+    2 take their busiest member's share of one consumer's time (one of them holds 2 partitions)."""
     topic, ids = producers.make_backlog(kafka, 600, partitions=3, prefix="drain")
-    one, three, four = drains.compare_drains(kafka, topic, [1, 3, 4], ids, rate=200)
+    one, two, three, four = drains.compare_drains(kafka, topic, [1, 2, 3, 4], ids, rate=200)
     ratio = one.seconds / three.seconds
-    print(f"\n{one}\n{three}\n{four}\ndrain-time ratio 1 vs 3 consumers: {ratio:.2f}; "
-          f"1 vs 4: {one.seconds / four.seconds:.2f}")
-    assert one.events == three.events == four.events == len(ids)
+    ratio_two, expected_two = two.seconds / one.seconds, drains.expected_ratio(two, one)
+    print(f"\n{one}\n{two}\n{three}\n{four}\ndrain-time ratio 1 vs 3 consumers: {ratio:.2f}; "
+          f"1 vs 4: {one.seconds / four.seconds:.2f}; 2 vs 1: {ratio_two:.2f} (expected {expected_two:.2f})\n"
+          f"{two.shares()}")
+    assert one.events == two.events == three.events == four.events == len(ids)
     assert ratio > 1.5
     assert len(four.idle) == 1 and not three.idle
     # A member beyond the partition count adds nothing: 4 is not clearly faster than 3.
     assert four.seconds > three.seconds * 0.6
+    # Partitions, not events, are shared out: 2 + 1, and the group is done when its busiest member is.
+    assert sorted(map(len, two.assignment.values())) == [1, 2]
+    assert two.busiest_events == max(two.per_member.values()) and 0.5 < two.busiest_share < 0.85
+    assert abs(ratio_two / expected_two - 1) < drains.SHARE_MARGIN, (ratio_two, expected_two)
+
+
+def _drain(consumers: int, seconds: float, per_member: dict[str, int], rate: float = 20.0) -> drains.DrainResult:
+    parts = iter([[0, 1], [2]] if consumers == 2 else [[0, 1, 2]])
+    return drains.DrainResult(consumers=consumers, seconds=seconds, events=sum(per_member.values()), rate=rate,
+                              assignment={m: next(parts) for m in per_member}, per_member=per_member)
+
+
+def test_the_expected_drain_ratio_follows_the_measured_shares():
+    """expected_ratio: a group is done when its busiest member is; the check against SHARE_MARGIN fails
+    on a measurement that does not follow the shares, and on a wrong expectation (an even split)."""
+    one = _drain(1, 15.3, {"m1": 300})
+    two = _drain(2, 10.1, {"a": 204, "b": 96})   # lesson 7 at TIME_SCALE 1.0: 204 and 96 events
+    assert two.busiest_events == 204 and two.busiest_share == pytest.approx(0.68)
+    assert drains.expected_ratio(two, one) == pytest.approx(0.68)
+    assert drains.expected_ratio(two, one, rate=10.0) == pytest.approx(1.36)   # half the rate: 2 x 0.68
+    assert drains.expected_ratio(one, one) == pytest.approx(1.0)
+
+    def follows(group: drains.DrainResult, baseline: drains.DrainResult) -> bool:
+        """The lesson's condition."""
+        ratio = group.seconds / baseline.seconds
+        return abs(ratio / drains.expected_ratio(group, baseline) - 1) < drains.SHARE_MARGIN
+
+    assert follows(two, one)                                           # 0.66x measured, 0.68x expected
+    assert not follows(_drain(2, 7.6, {"a": 204, "b": 96}), one)       # half the time: not what 204 events need
+    assert not follows(_drain(2, 10.1, {"a": 150, "b": 150}), one)     # an even split expects 0.5x, not 0.66x
+    assert follows(_drain(2, 20.2, {"a": 204, "b": 96}, rate=10.0), one)   # 2 at half the rate: 1.32x, 1.36x expected
+    # The margin excludes an even split when the partitions are equal: 1/2 is 25% short of 2/3.
+    assert 1 - drains.SHARE_MARGIN >= (1 / 2) / (2 / 3) - 1e-9
+    with pytest.raises(ValueError, match="rate"):
+        drains.expected_ratio(two, one, rate=0)
+    with pytest.raises(ValueError, match="baseline"):
+        drains.expected_ratio(two, _drain(1, 1.0, {}))
 
 
 def test_events_are_ordinary_kafka_records(kafka):

@@ -83,3 +83,51 @@ def test_bench_rejects_a_bad_time_scale(tmp_path):
                             timeout=60)
     assert result.returncode == 2 and "time_scale" in result.stderr, result.stdout + result.stderr
     assert not (tmp_path / "b.json").exists()
+
+
+# A process that holds MB megabytes of its own, then (FORKS > 0) forks that many children that only
+# read it (shared pages), then waits for stdin to close.
+_HOLDER = """
+import os, sys
+MB, FORKS = int(sys.argv[1]), int(sys.argv[2])
+data = bytearray(os.urandom(1024)) * (MB * 1024)
+kids = [pid for pid in (os.fork() for _ in range(FORKS)) if pid] if FORKS else []
+if FORKS and len(kids) < FORKS:   # a child: keep the pages shared, wait
+    sys.stdin.read(); os._exit(0)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def _hold(mb: int, forks: int = 0) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(mb), str(forks)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the holder forks")
+def test_the_memory_sampler_counts_its_own_kernel_and_shared_pages_once():
+    """A notebook's peak memory is its own kernel's tree, not the kernel beside it (two run side by side in
+    the learners' pass); forked children that share their parent's pages do not multiply it."""
+    from helpers.tooling.bench import RssSampler
+
+    small, big, forked = _hold(100), _hold(300), _hold(200, forks=3)
+    try:
+        def peak_mb(pid: int) -> float:
+            with RssSampler(None, interval=0.05, kernel=lambda: pid) as sampler:
+                import time
+                time.sleep(0.5)
+            return sampler.peak_kernel / 2**20
+
+        own, beside, shared = peak_mb(small.pid), peak_mb(big.pid), peak_mb(forked.pid)
+        print(f"\nkernel of 100 MB: {own:.0f} MB; of 300 MB: {beside:.0f} MB; 200 MB with 3 forked readers: "
+              f"{shared:.0f} MB (counting each one's RSS: about 800)")
+        assert 90 < own < 150 and 290 < beside < 360
+        assert 190 < shared < 300
+        with RssSampler(None, kernel=lambda: None) as sampler:   # the kernel not known yet: nothing counted
+            pass
+        assert sampler.peak_total == 0
+    finally:
+        for proc in (small, big, forked):
+            proc.communicate(timeout=10)

@@ -38,8 +38,8 @@ def test_notebook_runs_at_time_scale_1_within_its_budget(learner_run, learner_no
 
 
 def test_notebook_fits_in_binder_memory(learner_run, learner_notebook):
-    """Peak RSS of the kernel, every process it started (consumers) and the broker, sampled
-    every 0.1 s while the notebook ran at time scale 1.0 (tooling.bench.RssSampler)."""
+    """Peak memory of the notebook's kernel and the broker (RSS) and every process it started (consumers,
+    workers: their unique pages), sampled every 0.1 s while it ran at time scale 1.0 (tooling.bench.RssSampler)."""
     peak = learner_run.result(learner_notebook).get("peak_memory_mb", 0.0)
     assert 0 < peak < MEMORY_MB, f"{learner_notebook} peaked at {peak:.0f} MB (Binder budget {MEMORY_MB} MB)"
 

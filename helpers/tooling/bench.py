@@ -12,7 +12,7 @@ It measures, on this machine:
   synchronous chain of HTTP services (callers wait for each answer) against publishing one
   event per order (the producer waits only for the broker), and their ratio;
 - how many points a second a lag monitor delivers (what a live lag chart can draw);
-- peak memory (RSS) of a notebook kernel (with anything it started) plus the broker while
+- peak memory of a notebook kernel (RSS; what it started: USS, the pages only they hold) plus the broker while
   the notebooks run, and which notebook was the heaviest (Binder gives 1-2 GB).
 
 Everything runs against a private broker in a temporary ``COURSE_STATE_DIR`` (so a
@@ -33,7 +33,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -228,12 +228,21 @@ def lag_sampling(kafka: Kafka, seconds: float = LAG_SAMPLING_S, interval: float 
 # --------------------------------------------------------------------------- memory
 
 class RssSampler:
-    """Sample the RSS of this process's notebook kernels (each with everything it started)
-    plus the broker every ``interval`` seconds, in a daemon thread; keep the peaks."""
+    """Sample the memory of notebook kernels (each with everything it started) plus the broker
+    every ``interval`` seconds, in a daemon thread; keep the peaks.
 
-    def __init__(self, broker_pid: int | None, interval: float = 0.1):
+    A kernel and the broker count their resident set size (RSS); a process the kernel started
+    counts only its unique set size (USS), the pages no other process shares: a fork server's
+    workers share most of their pages, and a fresh Python shares its libraries' pages with the
+    kernel, so neither is counted twice. ``kernel`` gives the pid of the one kernel to count
+    (None while it is not known yet); without it, every kernel of this process.
+    """
+
+    def __init__(self, broker_pid: int | None, interval: float = 0.1,
+                 kernel: Callable[[], int | None] | None = None):
         self.broker_pid = broker_pid
         self.interval = check_positive("interval", interval)
+        self.kernel = kernel
         self.peak_total = self.peak_kernel = self.peak_broker = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="course-bench-rss", daemon=True)
@@ -245,15 +254,37 @@ class RssSampler:
         except psutil.Error:
             return 0
 
-    def sample(self) -> tuple[int, int]:
-        """(RSS of the notebook kernels and what they started, RSS of the broker), in bytes."""
-        kernel = 0
+    @classmethod
+    def _uss(cls, proc: psutil.Process) -> int:
+        """The pages only this process has (bytes); its RSS where the system will not say."""
+        try:
+            return int(proc.memory_full_info().uss)
+        except psutil.AccessDenied:
+            return cls._rss(proc)
+        except psutil.Error:
+            return 0
+
+    def _kernels(self) -> list[psutil.Process]:
+        if self.kernel is not None:
+            pid = self.kernel()
+            with contextlib.suppress(psutil.Error):
+                return [psutil.Process(pid)] if pid else []
+            return []
+        found = []
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process().children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     if "ipykernel" in " ".join(child.cmdline()):
-                        tree = [child] + [p for p in child.children(recursive=True) if p.pid != self.broker_pid]
-                        kernel += sum(self._rss(p) for p in tree)
+                        found.append(child)
+        return found
+
+    def sample(self) -> tuple[int, int]:
+        """(memory of the kernels counted and what they started, memory of the broker), in bytes."""
+        kernel = 0
+        for proc in self._kernels():
+            with contextlib.suppress(psutil.Error):
+                started = [p for p in proc.children(recursive=True) if p.pid != self.broker_pid]
+                kernel += self._rss(proc) + sum(self._uss(p) for p in started)
         brk = 0
         if self.broker_pid:
             with contextlib.suppress(psutil.Error):

@@ -232,8 +232,9 @@ def table(data: dict[str, Any], name: str, root: Path = ROOT) -> str:
     """The generated block ``name`` ("readme" or "teaching"): a row per notebook and a total."""
     entries = data["notebooks"]
     peak = max(e["peak_memory_mb"] for e in entries.values())
-    lines = [f"From {describe_pass(data)} (`{FILE}`). Peak memory counts every kernel running (with two side by "
-             "side, both), the processes they started and the broker: an upper bound for one notebook.", ""]
+    lines = [f"From {describe_pass(data)} (`{FILE}`). Peak memory: the notebook's own kernel and the "
+             "broker (resident), and the pages only the processes it started hold (their unique set size; "
+             "forked workers share the rest), sampled every 0.1 s.", ""]
     if name == "readme":
         lines += ["| notebook | seconds at 1.0 | peak memory | learner's time (estimate) |", "|---|---:|---:|---:|"]
         for key, e in entries.items():

@@ -45,6 +45,8 @@ from .runner import Result, course_notebooks, notebook_paths, run_notebook
 TIME_SCALE = 1.0
 CELL_TIMEOUT_S = 300
 WORKERS = 2
+#: Each notebook's kernel pid, by the notebook's path as papermill was given it (set by the client).
+KERNELS: dict[str, int] = {}
 SUMMARY = "summary.json"
 
 #: The screen changes when the kernel sends a cell one of these (a comm_msg is a widget's
@@ -65,6 +67,8 @@ def timed_client_class() -> type:
         def process_message(self, msg: dict, cell: Any, cell_index: int) -> Any:
             kind, now = msg["msg_type"], time.monotonic()
             starts = self.__dict__.setdefault("_course_starts", {})
+            if not starts and self.km is not None and getattr(self.km, "provisioner", None) is not None:
+                KERNELS[str(self.nb.metadata.papermill.input_path)] = self.km.provisioner.pid
             if kind == "status" and msg["content"].get("execution_state") == "busy":
                 starts[cell_index] = now
                 cell.metadata["learner_run"] = {"ran_s": None, "updates_s": []}
@@ -99,8 +103,8 @@ def run_pass(notebooks: list[Path], out: Path, workers: int = WORKERS) -> dict[s
     started = time.monotonic()
 
     def run_one(path: Path) -> Result:
-        # With two notebooks at once the sampler sees both kernels: an upper bound for each.
-        with RssSampler(broker_pid) as rss:
+        # With two notebooks at once, each sampler counts its own notebook's kernel (and the broker).
+        with RssSampler(broker_pid, kernel=lambda: KERNELS.get(str(path))) as rss:
             result = run_notebook(path, out_dir=out, time_scale=TIME_SCALE, timeout=CELL_TIMEOUT_S)
         peaks[result.notebook] = round(rss.peak_total / 2**20, 1)
         with say:

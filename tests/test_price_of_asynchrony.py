@@ -506,6 +506,7 @@ def test_twice_repeats_each_claim_cell_and_its_check_right_after_them():
     assert twice(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("y = 1")]))[1] == []
 
 
+@pytest.mark.slow  # runs the whole lesson in a kernel, which starts the broker
 def test_lesson_9_gives_the_same_verdicts_when_each_claim_cell_runs_twice_in_a_row(tmp_path):
     """Every claim cell and its check, re-executed at once in the same kernel, hold again (a
     comparison that closed its own databases, say, would fail the second time)."""

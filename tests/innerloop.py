@@ -20,6 +20,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,20 +78,21 @@ def refuse_in_a_fast_test(what: str) -> None:
 
 
 def guard_the_broker() -> None:
-    """Route every start of the embedded broker in this process (``helpers.kafka.embedded``
-    launches Tansu in one place) through :func:`refuse_in_a_fast_test`."""
+    """Route every start of a Tansu broker in this process (``helpers.kafka.embedded.launch``, the
+    one place the course launches it: the shared broker and a private one) through
+    :func:`refuse_in_a_fast_test`."""
     from helpers.kafka import embedded
 
-    launch = embedded._launch
+    launch = embedded.launch
     if getattr(launch, "refuses_fast_tests", False):
         return
 
-    def guarded(binary: str, port: int) -> subprocess.Popen[bytes]:
+    def guarded(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
         refuse_in_a_fast_test("starts the embedded broker")
-        return launch(binary, port)
+        return launch(*args, **kwargs)
 
     guarded.refuses_fast_tests = True  # type: ignore[attr-defined]
-    embedded._launch = guarded
+    embedded.launch = guarded  # type: ignore[assignment]
 
 
 def left_running() -> list[str]:

@@ -115,3 +115,43 @@ def test_a_leaked_consumer_process_is_named_by_the_check(kafka):
             except psutil.NoSuchProcess:
                 pass
             assert wait_until(lambda: _gone(child), 10, "the leaked consumer process to exit", strict=False)
+
+
+def test_a_leaked_course_process_is_named_by_the_check():
+    """The same for a process of the fork server (helpers.core.processes, as lesson 9, the capstone
+    and lab 6 start them): one that does not watch its parent (a plain target, without the Link that
+    makes a course process exit with it) outlives its SIGKILLed parent, and the check names it by the
+    fork server's command line it keeps (orphans.FORKED)."""
+    from helpers.core import processes
+
+    assert orphans.FORKED in orphans.PATTERNS
+    marker = _marker()
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        import processtargets
+        from helpers.core import processes
+        child = processes.context(["processtargets"]).Process(target=processtargets.bare, daemon=True)
+        child.start()
+        print(child.pid, flush=True)
+        time.sleep(120)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), orphans.CI_RUN: marker})
+    child = None
+    try:
+        child = psutil.Process(int(parent.stdout.readline()))
+        assert orphans.FORKED in " ".join(child.cmdline())
+        os.kill(parent.pid, signal.SIGKILL)  # no atexit, no stop_all: the child is leaked
+        parent.wait(timeout=10)
+        result = _check(marker)
+        assert result.returncode == 0, result.stderr
+        assert _named(result.stdout, child.pid), \
+            f"the orphan check did not name the leaked process {child.pid}:\n{result.stdout}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child is not None:
+            processes.kill(child.pid)
+            assert wait_until(lambda: _gone(child), 10, "the leaked process to exit", strict=False)

@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 
-from helpers.core import lifecycle
+from helpers.core import kills, lifecycle, processes
 from helpers.core.wait import wait_until
 from helpers.kafka.events import EventError, encode_value, order_placed
-from helpers.patterns import crashes, deadletters, dualwrites, evolution, idempotency, ordering, outbox, stalls
+from helpers.patterns import deadletters, dualwrites, evolution, fix, idempotency, ordering, outbox, stalls
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = ROOT / "lessons" / "09_price_of_asynchrony.ipynb"
@@ -48,22 +48,23 @@ def _record(value: bytes, *, offset: int = 0, partition: int = 0, key: bytes | N
 
 
 def test_kill_plan_is_seeded_and_checks_its_parameters():
-    plan = crashes.KillPlan(30, seed=4)
+    plan = kills.KillPlan(30, seed=4)
     lifetimes = plan.lifetimes()
-    assert lifetimes == crashes.KillPlan(30, seed=4).lifetimes() != crashes.KillPlan(30, seed=5).lifetimes()
+    assert lifetimes == kills.KillPlan(30, seed=4).lifetimes() != kills.KillPlan(30, seed=5).lifetimes()
     assert len(lifetimes) == 30 and all(plan.low <= t <= plan.high for t in lifetimes)
     assert len(set(lifetimes)) == 30                              # drawn, not a fixed step
     for bad, name in (({"kills": -1}, "kills"), ({"kills": 3, "seed": -1}, "seed"), ({"kills": 3, "low": 0}, "low"),
                       ({"kills": 3, "low": 0.2, "high": 0.1}, "high")):
         with pytest.raises(ValueError, match=name):
-            crashes.KillPlan(**bad)
+            kills.KillPlan(**bad)
 
 
 def _outbox_worker(tmp_path, role="outbox", incarnation=1, **extra):
     config = {"role": role, "topic": "unused", "status_topic": "unused", "db": str(tmp_path / "orders.db"),
               "incarnation": incarnation, "rate": 200.0, "bootstrap_servers": "127.0.0.1:1", "kind": "embedded",
               "client_config": {}, **extra}
-    return crashes.Worker(dualwrites.serve, config, f"{role}-{incarnation}").start()
+    return processes.CourseProcess(dualwrites.serve, config, f"{role}-{incarnation}",
+                                   preload=dualwrites.PRELOAD).start()
 
 
 def test_a_worker_is_a_process_killed_abruptly_mid_work(tmp_path):
@@ -93,12 +94,12 @@ def test_a_worker_that_fails_says_why(tmp_path):
         worker.wait_ready()
     assert not worker.alive
     with pytest.raises(ValueError, match="target"):
-        crashes.Worker("serve", {}, "x")  # type: ignore[arg-type]
+        processes.CourseProcess("serve", {}, "x")  # type: ignore[arg-type]
 
 
 def test_run_killed_kills_each_worker_after_its_lifetime_with_a_spare_ready(tmp_path):
-    plan = crashes.KillPlan(6, seed=3)
-    run = crashes.run_killed(lambda n: _outbox_worker(tmp_path, incarnation=n), plan)
+    plan = kills.KillPlan(6, seed=3)
+    run = kills.run_killed(lambda n: _outbox_worker(tmp_path, incarnation=n), plan)
     assert len(run.pids) == len(set(run.pids)) == 6
     for planned, lived in zip(plan.lifetimes(), run.lived):
         assert planned <= lived < planned + 0.5                 # killed when the plan said, not at a step
@@ -127,7 +128,7 @@ def test_pace_stretches_the_lifetimes_only_on_a_slower_machine():
 
 def test_the_three_designs_under_random_kills_judged_by_database_and_topic(kafka):
     """C16 as the lesson measures it: only the database and the topic decide."""
-    runs = outbox.compare_designs(kafka, crashes.KillPlan(20, seed=11), progress=False)
+    runs = outbox.compare_designs(kafka, kills.KillPlan(20, seed=11), progress=False)
     commit_first, publish_first, with_outbox = (runs[d] for d in outbox.DESIGNS)
     assert commit_first.lost and not commit_first.invented
     assert publish_first.invented and not publish_first.lost
@@ -142,12 +143,12 @@ def test_the_three_designs_under_random_kills_judged_by_database_and_topic(kafka
 def test_the_comparison_catches_a_relay_that_marks_rows_before_publishing(kafka):
     """The wrong input for C16's outbox check: the same kills, a relay that marks first, and the
     database-against-topic comparison finds the events it lost."""
-    run = outbox.run_design(kafka, "outbox", crashes.KillPlan(30, seed=5), relay="relay-mark-first")
+    run = outbox.run_design(kafka, "outbox", kills.KillPlan(30, seed=5), relay="relay-mark-first")
     assert run.lost and not run.consistent and not run.invented
 
 
 def test_outbox_parameters_are_checked(kafka):
-    plan = crashes.KillPlan(2)
+    plan = kills.KillPlan(2)
     with pytest.raises(ValueError, match="design"):
         outbox.run_design(kafka, "publish-and-pray", plan)
     with pytest.raises(ValueError, match="plan"):
@@ -157,7 +158,7 @@ def test_outbox_parameters_are_checked(kafka):
     with pytest.raises(ValueError, match="designs"):
         outbox.compare_designs(kafka, plan, designs=["nope"])
     with pytest.raises(ValueError, match="plan"):
-        crashes.run_killed(lambda n: None, "plan")  # type: ignore[arg-type, return-value]
+        kills.run_killed(lambda n: None, "plan")  # type: ignore[arg-type, return-value]
 
 
 # --------------------------------------------------------------------------- C17: idempotency
@@ -169,11 +170,12 @@ def _ledger_conn() -> sqlite3.Connection:
     return conn
 
 
-def test_apply_once_applies_an_event_id_once_and_forgets_a_failed_effect():
+def test_the_ledgers_process_once_applies_an_event_id_once_and_forgets_a_failed_effect():
+    """The idempotent ledger applies through the course's fix (one way to apply an event once)."""
     conn = _ledger_conn()
     add = lambda c: c.execute("INSERT INTO balances VALUES ('ada', 5) "  # noqa: E731
                               "ON CONFLICT(customer) DO UPDATE SET balance = balance + 5")
-    assert [idempotency.apply_once(conn, "e1", add) for _ in range(3)] == [True, False, False]
+    assert [fix.process_once(conn, "e1", add) for _ in range(3)] == [True, False, False]
     assert conn.execute("SELECT balance FROM balances").fetchone()[0] == 5
 
     def broken(c: sqlite3.Connection) -> None:
@@ -181,11 +183,18 @@ def test_apply_once_applies_an_event_id_once_and_forgets_a_failed_effect():
         raise RuntimeError("the effect failed half-way")
 
     with pytest.raises(RuntimeError):
-        idempotency.apply_once(conn, "e2", broken)
+        fix.process_once(conn, "e2", broken)
     assert conn.execute("SELECT balance FROM balances").fetchone()[0] == 5      # rolled back ...
-    assert idempotency.apply_once(conn, "e2", add)                              # ... so it can be retried
+    assert fix.process_once(conn, "e2", add)                              # ... so it can be retried
     with pytest.raises(ValueError, match="event_id"):
-        idempotency.apply_once(conn, "", add)
+        fix.process_once(conn, "", add)
+    ledger = idempotency.Ledger()
+    try:
+        payment = idempotency.payment_events(1)[0]
+        assert [ledger.apply_idempotent(payment) for _ in range(2)] == [True, False]
+        assert ledger.balances() == idempotency.expected_balances([payment])
+    finally:
+        ledger.close()
 
 
 def test_ledger_rejects_events_it_cannot_apply():
@@ -497,6 +506,7 @@ def test_twice_repeats_each_claim_cell_and_its_check_right_after_them():
     assert twice(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("y = 1")]))[1] == []
 
 
+@pytest.mark.slow  # runs the whole lesson in a kernel, which starts the broker
 def test_lesson_9_gives_the_same_verdicts_when_each_claim_cell_runs_twice_in_a_row(tmp_path):
     """Every claim cell and its check, re-executed at once in the same kernel, hold again (a
     comparison that closed its own databases, say, would fail the second time)."""

@@ -23,38 +23,40 @@ The roles (``ROLES``):
   (at-least-once). With the fix the record goes through ``process_once`` (a redelivered event
   is skipped, and what follows it is published again, with the same id).
 
-Each process is forked from a server that imported this module once
-(:mod:`helpers.capstone.processes`), so a restart takes milliseconds, not an interpreter start.
-:func:`main` talks to the capstone over a pipe (a ``multiprocessing`` connection): the first
-message is its settings; it answers ``{"type": "ready"}`` (with its ``port`` for an HTTP
-service; for an event service once its partitions are assigned); later messages change it
-while it runs (``{"slow": seconds}``, ``{"fix": bool}``). When the pipe closes (the capstone
-stopped it, or the kernel died) it exits at once: it never outlives the kernel.
+Each process is forked from a server that imported this module once (:data:`PRELOAD`;
+:mod:`helpers.capstone.processes`), so a restart takes milliseconds, not an interpreter start.
+:func:`main` runs in a :class:`helpers.core.processes.CourseProcess` and talks to the capstone
+through its :class:`~helpers.core.processes.Link`: it says ``ready`` (with its ``port`` for an HTTP
+service; for an event service once its partitions are assigned, and ``revoked`` when a rebalance
+takes them); ``command`` messages change it while it runs (``slow``: seconds, ``fix``: bool), and it
+says ``applied``. When the pipe closes (the capstone stopped it, or the kernel died) it exits at
+once: it never outlives the kernel.
 """
 from __future__ import annotations
 
-import contextlib
 import http.client
-import importlib.util
 import json
 import os
-import signal
 import sqlite3
 import threading
 import time
 import types
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from multiprocessing.connection import Connection
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from kafka import ConsumerRebalanceListener, KafkaProducer
 
+from ..core.processes import Link
 from ..kafka import clients
 from ..kafka.clients import Kafka
 from ..kafka.events import Event, decode, encode_value
+from ..patterns import fix
+from ..services.chain import CourseServer, JsonHandler
 
-__all__ = ["HTTP_ROLES", "ROLES", "SCHEMA", "call", "connect", "load_fix", "main"]
+__all__ = ["HTTP_ROLES", "PRELOAD", "ROLES", "SCHEMA", "call", "connect", "load_fix", "main"]
+
+#: What the fork server imports once, so a service process starts with it loaded.
+PRELOAD = (__name__,)
 
 ROLES = ("sync-orders", "sync-payments", "sync-shipping", "event-orders", "event-payments", "event-shipping")
 HTTP_ROLES = ROLES[:4]
@@ -73,33 +75,16 @@ ORDER_PLACED, PAYMENT_PROCESSED, ORDER_SHIPPED = "OrderPlaced", "PaymentProcesse
 
 
 def connect(path: str, *, autocommit: bool = True) -> sqlite3.Connection:
-    """A connection to a service's database: autocommit (the service's own statements; its
-    transactions are explicit), WAL (the capstone reads while the service writes),
-    synchronous=NORMAL (a commit survives the death of the process, which is what the capstone
-    inflicts, without an fsync per commit). The fix's functions get ``autocommit=False``, Python's
-    default transaction handling, as lab 6 gives them (FIX_INTERFACE): there a learner's
-    ``with db:`` is one transaction; in autocommit mode it would commit each statement on its own,
-    and an order could be committed without its outbox row."""
-    db = sqlite3.connect(path, isolation_level=None if autocommit else "DEFERRED", timeout=10.0,
-                         check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    return db
+    """A connection to a service's database (:func:`helpers.patterns.fix.connect`): autocommit for the
+    service's own statements (its transactions are explicit); the fix's functions get
+    ``autocommit=False``, Python's default transaction handling, as lab 6 gives them."""
+    return fix.connect(path, autocommit=autocommit)
 
 
 def load_fix(path: str | None) -> types.ModuleType:
     """The learner's fix from ``path`` (imported from that file, nothing cached), or the course's
     reference fix when ``path`` is None."""
-    if path is None:
-        from ..patterns import fix
-
-        return fix
-    spec = importlib.util.spec_from_file_location("learner_fix", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fix if path is None else fix.load(path)
 
 
 # --------------------------------------------------------------------------- the process
@@ -108,11 +93,10 @@ def load_fix(path: str | None) -> types.ModuleType:
 class Worker:
     """One service process: its settings, its database, what it says to the capstone."""
 
-    def __init__(self, config: dict[str, Any], conn: Connection):
+    def __init__(self, config: dict[str, Any], link: Link):
         self.config = config
         self.role: str = config["role"]
-        self.conn = conn
-        self._say_lock = threading.Lock()
+        self.link = link
         self.slow = float(config.get("slow", 0.0))
         self.hop = float(config.get("hop", 0.0))
         self.use_fix = bool(config.get("fix", False))
@@ -140,11 +124,7 @@ class Worker:
 
     def say(self, kind: str, **data: Any) -> None:
         """One status line to the capstone (a closed pipe is ignored: the capstone is gone)."""
-        with self._say_lock:
-            try:
-                self.conn.send({"type": kind, "t": time.time(), **data})
-            except (OSError, ValueError):
-                pass
+        self.link.say(kind, **data)
 
     def work(self) -> None:
         """The service's own work on one order (``hop`` seconds, plus any slowdown)."""
@@ -165,30 +145,11 @@ class Worker:
         return Kafka(k["bootstrap_servers"], k["kind"], k.get("client_config") or {})
 
 
-def _commands(worker: Worker) -> None:
-    """Changes from the capstone, until its end of the pipe closes: then the process ends at once."""
-    while True:
-        try:
-            command = worker.conn.recv()
-        except (EOFError, OSError):
-            os._exit(0)  # the capstone closed the pipe, or died
-        with contextlib.suppress(ValueError, TypeError, KeyError):
-            worker.apply(command)
-
-
 # --------------------------------------------------------------------------- HTTP services
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True  # a service that died comes back on its port at once
-    request_queue_size = 128  # many customers at once (a flood) must not overflow the listen backlog
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "capstone/1"
-    disable_nagle_algorithm = True
-    timeout = 30
 
     def do_GET(self) -> None:  # the name http.server dispatches a GET to
         worker: HttpWorker = cast(Any, self.server).worker
@@ -196,33 +157,19 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             run, number = query["run"][0], int(query["n"][0])
         except (KeyError, ValueError, IndexError):
-            self._answer(400, {"error": "a request needs ?run=...&n=..."})
+            self.answer(400, json.dumps({"error": "a request needs ?run=...&n=..."}).encode())
             return
         status, body = worker.serve(run, number)
-        self._answer(status, body)
-
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            pass  # the caller gave up (its timeout) or died
-
-    def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
-        pass
+        self.answer(status, json.dumps(body).encode())
 
 
-def _bind(port: int) -> _Server:
+def _bind(port: int) -> CourseServer:
     """Listen on ``port`` (0: a free one). The process that had it may still be dying (a kill takes
     a few milliseconds to close its sockets): retry for two seconds."""
     deadline = time.monotonic() + 2.0
     while True:
         try:
-            return _Server(("127.0.0.1", port), _Handler)
+            return CourseServer(("127.0.0.1", port), _Handler)
         except OSError:
             if port == 0 or time.monotonic() > deadline:
                 raise
@@ -256,12 +203,12 @@ def call(port: int, run: str, number: int, timeout: float) -> tuple[bool, str]:
 class HttpWorker(Worker):
     """An HTTP service: a bounded pool of ``workers`` threads serves the orders."""
 
-    def __init__(self, config: dict[str, Any], conn: Connection):
-        super().__init__(config, conn)
+    def __init__(self, config: dict[str, Any], link: Link):
+        super().__init__(config, link)
         self.pool = threading.BoundedSemaphore(int(config.get("workers", 3)))
         self.timeout = float(config["timeout"])  # how long it waits for its callee, and for a free worker
         self.producer: KafkaProducer | None = None
-        self._server: _Server | None = None
+        self._server: CourseServer | None = None
 
     def start(self) -> None:
         if self.role == "event-orders":
@@ -411,30 +358,12 @@ class ConsumerWorker(Worker):
 # --------------------------------------------------------------------------- main
 
 
-def main(conn: Connection, log: str) -> None:  # pragma: no cover - runs in the service's process
-    """Read the settings from ``conn``, run the role until the capstone closes the pipe. Anything
-    printed, and any traceback, goes to ``log``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the notebook's interrupt (to the kernel's group) is not for us
-    with open(log, "ab", buffering=0) as out:
-        os.dup2(out.fileno(), 1)
-        os.dup2(out.fileno(), 2)
-    try:
-        config = conn.recv()
-    except (EOFError, OSError):
-        return
+def main(link: Link, config: dict[str, Any]) -> None:  # pragma: no cover - runs in the service's process
+    """Run the role of ``config`` until the capstone closes the pipe (anything printed, and any
+    traceback, goes to the process's log; an error is said to the capstone)."""
     role = config.get("role")
-    worker: HttpWorker | ConsumerWorker
-    try:
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}")
-        worker = HttpWorker(config, conn) if role in HTTP_ROLES else ConsumerWorker(config, conn)
-    except Exception as exc:
-        with contextlib.suppress(OSError, ValueError):
-            conn.send({"type": "error", "error": f"{type(exc).__name__}: {exc}"})
-        raise
-    threading.Thread(target=_commands, args=(worker,), daemon=True).start()
-    try:
-        worker.start()
-    except Exception as exc:
-        worker.say("error", error=f"{type(exc).__name__}: {exc}")
-        raise
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    worker = HttpWorker(config, link) if role in HTTP_ROLES else ConsumerWorker(config, link)
+    link.on_command(lambda _kind, command: worker.apply(command))
+    worker.start()

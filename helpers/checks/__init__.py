@@ -19,7 +19,7 @@ Every check ``check_labN_<task>(...)``:
 The package: :mod:`.feedback` (results, the check decorator, calling learner code) and
 one module per lab (its checks and the small runtimes its cells use: ``lab1_sabotage``,
 ``crash_drill``, ``lab5_shop`` ...), and lab 6's crash harness (:mod:`.crashes`, which runs the
-learner's code in processes it kills, forked by :mod:`.forkserver`). Notebooks call everything as
+learner's code in processes it kills, run as :mod:`.roles`). Notebooks call everything as
 ``checks.<name>``.
 """
 from __future__ import annotations

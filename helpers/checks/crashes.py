@@ -1,10 +1,11 @@
 """The crash harness of lab 6: run the learner's code in real processes and SIGKILL them at random.
 
-A :class:`CrashLab` starts one warm child process (:mod:`.forkserver`) that forks a worker per
-*life*: the orders service, the outbox relay or the payments consumer, running the learner's
-``learner_fix.py``. :meth:`CrashLab.life` starts one and, if a :class:`Kill` says so, kills it with
-a real SIGKILL (psutil) at one of two kinds of random moment, drawn by :func:`plan` from a seed the
-check prints:
+A :class:`CrashLab` runs each *life* of a check in a process of its own
+(:class:`helpers.core.processes.CourseProcess`, forked by the fork server that imported
+kafka-python and :mod:`.roles` once): the orders service, the outbox relay or the payments
+consumer, running the learner's ``learner_fix.py``. :meth:`CrashLab.life` starts one and, if a
+:class:`Kill` says so, kills it with a real SIGKILL (psutil) at one of two kinds of random moment,
+drawn by :func:`plan` from a seed the check prints:
 
 * ``time``: a random time into the work, uniform over how long a calm life of the same code worked;
 * ``op``: just before a random operation of the learner's code (a SQL statement on the check's
@@ -19,30 +20,26 @@ thinks the learner's windows are: the draw is uniform over the code's own run.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
-import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from ..core import lifecycle
+from ..core import lifecycle, processes
+from ..core.processes import CourseProcess
 from ..core.wait import progress_bar
 from ..kafka.clients import Kafka
+from . import roles
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]  # the child imports helpers from here
 _tags = itertools.count(1)
-_ENDS = ("done", "error", "exited")
+_ENDS = ("done", "error")
 
 
 class HarnessError(RuntimeError):
@@ -50,8 +47,8 @@ class HarnessError(RuntimeError):
 
 
 def supported() -> bool:
-    """True where the harness runs: POSIX process tools (fork, SIGSTOP, SIGKILL)."""
-    return hasattr(os, "fork") and hasattr(signal, "SIGSTOP") and hasattr(signal, "SIGKILL")
+    """True where the harness runs: a worker can stop itself just before an operation (SIGSTOP)."""
+    return hasattr(signal, "SIGSTOP")
 
 
 @dataclass(frozen=True)
@@ -99,21 +96,19 @@ class Life:
     seconds: float | None = None  # from "working" to "done" (a finished life)
     error: dict[str, Any] | None = None
     note: str = ""
+    signal: int | None = None  # the signal that ended the process (SIGKILL for a kill), if one did
 
     @property
     def killed(self) -> bool:
         return self.outcome == "killed"
 
 
-@dataclass
-class _Events:
-    by_tag: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    cond: threading.Condition = field(default_factory=threading.Condition)
+class CrashLab(lifecycle.Managed):
+    """Lab 6's crash harness (``with CrashLab(kafka) as lab:``): a process per life, from the fork
+    server; registered with the course's lifecycle, so ``helpers.stop_all()`` stops it, and every
+    life still running dies with it."""
 
-
-class CrashLab:
-    """The warm child process and its workers (``with CrashLab(kafka) as lab:``); registered with
-    the course's lifecycle, so ``helpers.stop_all()`` stops it, and its workers die with it."""
+    KIND = "crash-harness"
 
     def __init__(self, kafka: Kafka):
         if not supported():
@@ -122,176 +117,115 @@ class CrashLab:
         self.kafka = kafka
         self.workdir = Path(tempfile.mkdtemp(prefix="course-lab6-"))
         self.log_path = self.workdir / "harness.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._events = _Events()
-        self._reader: threading.Thread | None = None
-        self._send_lock = threading.Lock()
+        self._lives: dict[str, CourseProcess] = {}
+        self._lock = threading.Lock()  # the drill's supervisors start lives side by side
 
-    # -- the warm process
-    def start(self) -> CrashLab:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen([sys.executable, "-m", "helpers.checks.forkserver"], cwd=str(_REPO_ROOT),
-                                          env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                          close_fds=True)
-        lifecycle.register(self, "crash-harness", f"lab 6 crash harness (pid {self._proc.pid})")
-        self._reader = threading.Thread(target=self._read, daemon=True, name=f"{lifecycle.THREAD_PREFIX}crash-harness")
-        self._reader.start()
-        self._send({"bootstrap_servers": self.kafka.bootstrap_servers, "client_config": self.kafka.client_config})
-        if self._wait("", ("ready",), 30.0) is None:
-            self.stop()
-            raise HarnessError(f"the crash harness did not start: {self.log_tail()}")
+    def start(self) -> Self:
+        """Start the fork server the lives come from (in the background), and register."""
+        processes.warm_up(roles.PRELOAD)
+        lifecycle.register(self, self.KIND, f"lab 6 crash harness ({self.workdir.name})")
         return self
 
-    def _send(self, message: dict[str, Any]) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.poll() is not None:
-            raise HarnessError(f"the crash harness is not running: {self.log_tail()}")
-        with self._send_lock:  # the drill's supervisors share the pipe
-            proc.stdin.write((json.dumps(message) + "\n").encode())
-            proc.stdin.flush()
-
-    def _read(self) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
-        for raw in proc.stdout:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue
-            with self._events.cond:
-                self._events.by_tag.setdefault(event.get("tag", ""), []).append(event)
-                self._events.cond.notify_all()
-        with self._events.cond:
-            self._events.by_tag.setdefault("", []).append({"event": "harness-gone"})
-            self._events.cond.notify_all()
-
-    def _wait(self, tag: str, kinds: tuple[str, ...], timeout: float) -> dict[str, Any] | None:
-        """The first event of ``tag`` of one of ``kinds`` (None after ``timeout`` or if the harness died)."""
-        deadline = time.monotonic() + timeout
-        with self._events.cond:
-            while True:
-                for event in self._events.by_tag.get(tag, []):
-                    if event.get("event") in kinds:
-                        return event
-                if any(e.get("event") == "harness-gone" for e in self._events.by_tag.get("", [])):
-                    return None
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._events.cond.wait(left)
-
     def stop(self) -> None:
-        """Kill every worker left, end the warm process, remove the temporary files."""
-        proc = self._proc
-        if proc is not None:
-            with contextlib.suppress(OSError, ValueError):
-                if proc.stdin is not None:
-                    proc.stdin.write(b'{"cmd": "quit"}\n')
-                    proc.stdin.close()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            if self._reader is not None:
-                self._reader.join(timeout=5)
-            self._proc = None
+        """Kill every life still running and remove the temporary files."""
+        with self._lock:
+            lives, self._lives = list(self._lives.values()), {}
+        for proc in lives:
+            proc.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)
         lifecycle.unregister(self)
 
     def log_tail(self, lines: int = 15) -> str:
         """The end of the harness's log (its workers' stderr)."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return processes.tail(self.log_path, lines)
 
-    def __enter__(self) -> CrashLab:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _process(self, life: Life) -> CourseProcess:
+        with self._lock:
+            return self._lives[life.tag]
 
     # -- lives
     def spawn(self, role: str, config: dict[str, Any], kill: Kill | None = None) -> Life:
-        """Fork a worker of ``role`` with ``config`` (at once; :meth:`finish` waits for it)."""
+        """Start a worker of ``role`` with ``config`` (at once; :meth:`finish` waits for it)."""
         tag = f"life-{next(_tags)}"
         life = Life(tag, role, kill)
-        self._send({"cmd": "fork", "tag": tag, "role": role, **config,
-                    "freeze_at": int(kill.at) if kill is not None and kill.mode == "op" else None})
-        forked = self._wait(tag, ("forked",), 10.0)
-        if forked is None:
-            raise HarnessError(f"the crash harness did not start a worker: {self.log_tail()}")
-        life.pid = forked["pid"]
+        cmd = {"role": role, **config, "freeze_at": int(kill.at) if kill is not None and kill.mode == "op" else None,
+               "kafka": {"bootstrap_servers": self.kafka.bootstrap_servers,
+                         "client_config": self.kafka.client_config}}
+        proc = CourseProcess(roles.work, cmd, f"lab 6 {role} ({tag})", preload=roles.PRELOAD, log=self.log_path,
+                             max_life=roles.MAX_LIFE_S)
+        try:
+            proc.start()
+        except Exception as exc:
+            raise HarnessError(f"the crash harness did not start a worker: {exc}. {self.log_tail()}") from exc
+        with self._lock:
+            self._lives[tag] = proc
+        life.pid = proc.pid
         return life
 
     def working(self, life: Life, timeout: float) -> dict[str, Any]:
-        """The worker's "working" event (its ``t`` is when the learner's code started), or the
-        event that ended it first."""
-        started = self._wait(life.tag, ("working",) + _ENDS, timeout)
-        if started is None:
+        """The worker's "working" message (its ``t`` is when the learner's code started), or the
+        one that ended it first ("exited" if it died without a word)."""
+        proc = self._process(life)
+        started = proc.wait_for("working", *_ENDS, timeout=timeout)
+        if started is None and not proc.ended.is_set():
             self.kill(life)
             raise HarnessError(f"a {life.role} worker did not get going within {timeout:.0f} s: {self.log_tail()}")
-        return started
+        return started or {"type": "exited"}
 
     def ended(self, life: Life) -> bool:
         """True once the worker said it is done or failed, or died."""
-        return self._wait(life.tag, _ENDS, 0.0) is not None
+        proc = self._process(life)
+        return proc.ended.is_set() or any(proc.first(kind) is not None for kind in _ENDS)
 
     def kill(self, life: Life) -> None:
         """A real SIGKILL (psutil): no goodbye, no flush, no commit."""
-        import psutil
-
-        if life.pid is None:
-            return
-        with contextlib.suppress(psutil.NoSuchProcess):
-            psutil.Process(life.pid).kill()
+        processes.kill(life.pid)
         life.outcome = "killed"
 
     def life(self, role: str, config: dict[str, Any], kill: Kill | None = None, *, timeout: float = 30.0) -> Life:
         """Run one worker of ``role`` with ``config`` until it finishes, fails, or ``kill`` kills it."""
         life = self.spawn(role, config, kill)
         started = self.working(life, timeout)
-        if started["event"] == "working" and kill is not None:
+        if started["type"] == "working" and kill is not None:
             if kill.mode == "time":
                 time.sleep(max(0.0, started["t"] + kill.at - time.monotonic()))
                 if not self.ended(life):
                     self.kill(life)
-            elif self._wait(life.tag, ("freeze",) + _ENDS, timeout) is not None and self._event(life.tag, "freeze"):
-                self._wait_stopped(life.pid)
-                self.kill(life)
+            else:
+                heard = self._process(life).wait_for("freeze", *_ENDS, timeout=timeout)
+                if heard is not None and heard["type"] == "freeze":
+                    self._wait_stopped(life.pid)
+                    self.kill(life)
         return self.finish(life, timeout)
 
     def finish(self, life: Life, timeout: float = 30.0) -> Life:
         """Wait for the worker to end (killing it if it hangs past ``timeout``); fill in how it ended."""
-        tag = life.tag
-        if not life.killed and self._wait(tag, _ENDS, timeout) is None:  # a hang: the learner's code never returned
-            self.kill(life)
+        proc = self._process(life)
+        if not life.killed and proc.wait_for(*_ENDS, timeout=timeout) is None and not proc.ended.is_set():
+            self.kill(life)  # a hang: the learner's code never returned
             life.outcome, life.note = "error", f"did not finish within {timeout:.0f} s"
             life.error = {"learner": True, "type": "hang", "function": life.role, "message": life.note}
-        self._wait(tag, ("exited",), 10.0)
+        proc.join(10)
+        proc.kill()  # reaped (a no-op kill if it ended), its last words read, unregistered
+        with self._lock:
+            self._lives.pop(life.tag, None)
+        life.signal = -proc.exitcode if proc.exitcode is not None and proc.exitcode < 0 else None
         if life.killed or life.outcome == "error":
             return life
-        done, error = self._event(tag, "done"), self._event(tag, "error")
+        done, error = proc.first("done"), proc.first("error")
         if error is not None:
-            life.outcome, life.error = "error", error
-            if not error.get("learner", True):
-                raise HarnessError(f"the crash harness failed: {error.get('type')}: {error.get('message')}\n"
-                                   f"{error.get('trace', '')}")
+            details = error.get("details") or {"learner": False, "type": "error", "message": error.get("error")}
+            life.outcome, life.error = "error", details
+            if not details.get("learner", True):
+                raise HarnessError(f"the crash harness failed: {details.get('type')}: {details.get('message')}\n"
+                                   f"{details.get('trace', '')}")
         elif done is not None:
-            started = self._event(tag, "working") or done
+            started = proc.first("working") or done
             life.ops, life.units, life.seconds = done["ops"], done["units"], done["t"] - started["t"]
         else:
-            exited = self._event(tag, "exited") or {}
-            raise HarnessError(f"a {life.role} worker died by itself (signal {exited.get('signal')}): "
-                               f"{self.log_tail()}")
+            raise HarnessError(f"a {life.role} worker died by itself (signal {life.signal}, exit code "
+                               f"{proc.exitcode}): {self.log_tail()}")
         return life
-
-    def _event(self, tag: str, kind: str) -> dict[str, Any] | None:
-        with self._events.cond:
-            return next((e for e in self._events.by_tag.get(tag, []) if e.get("event") == kind), None)
 
     @staticmethod
     def _wait_stopped(pid: int | None, timeout: float = 5.0) -> None:

@@ -24,10 +24,11 @@ from ..core.lifecycle import THREAD_PREFIX
 from ..core.params import check_int, check_positive
 from ..core.wait import progress_bar
 from ..kafka import clients
-from ..kafka.clients import Kafka
+from ..kafka.clients import Kafka, read_topic
+from ..patterns.fix import connect as open_db
 from . import crashes
-from .fixfile import FIX_FILE, LEARNER_TIMEOUT_S, call, event_ids, life_failed, load, read_topic, seed_of
-from .forkserver import ORDERS_TABLE, PAYMENTS_TABLE, open_db, order
+from .fixfile import FIX_FILE, LEARNER_TIMEOUT_S, event_ids, life_failed, load, prepare, seed_of
+from .roles import ORDERS_TABLE, PAYMENTS_TABLE, order
 
 #: Seconds between two orders at time scale 1.0 (the orders service's pace).
 PACE_S = 0.01
@@ -132,9 +133,7 @@ def lab6_drill(kafka: Kafka, path: str | Path = FIX_FILE, *, orders: int = 200, 
             orders_db, payments_db = lab.workdir / "orders.db", lab.workdir / "payments.db"
             for db_path, table in ((orders_db, ORDERS_TABLE), (payments_db, PAYMENTS_TABLE)):
                 with contextlib.closing(open_db(db_path)) as db:
-                    call(fix, "setup", db)
-                    db.execute(table)
-                    db.commit()
+                    prepare(fix, db, table)
             resolved = str(Path(path).resolve())
             with contextlib.closing(open_db(orders_db)) as odb, contextlib.closing(open_db(payments_db)) as pdb:
                 def next_order() -> int:

@@ -5,7 +5,6 @@ names the function and the line of the file. The solution notebook's private fol
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import os
 import random
@@ -15,13 +14,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..core.wait import wait_until
-from ..kafka import clients
-from ..kafka.clients import Kafka
 from ..kafka.events import EventError, decode
+from ..patterns.fix import load as load_fix
 from . import crashes
 from .feedback import Deadline, Fail, LearnerError, Todo, learner
-from .forkserver import load_fix, where
+from .roles import where
 
 FIX_FILE = "learner_fix.py"
 LEARNER_TIMEOUT_S = 30.0
@@ -64,6 +61,13 @@ def call(fix: ModuleType, name: str, *args: Any, **kwargs: Any) -> Any:
                    "check again.") from None
 
 
+def prepare(fix: ModuleType, db: Any, table: str) -> None:
+    """The learner's ``setup`` on ``db`` (feedback if it raises), then the check's own ``table``, committed."""
+    call(fix, "setup", db)
+    db.execute(table)
+    db.commit()
+
+
 def timed(fix: ModuleType, name: str, *args: Any, **kwargs: Any) -> Any:
     """As :func:`call`, in a thread with a time limit (the learner's code may wait forever)."""
     runner = Deadline(functools.partial(call, fix, name, **kwargs), *args, name=name)
@@ -99,23 +103,6 @@ def seed_of(seed: int | None) -> int:
         raise Fail(f"seed is {seed!r}; it must be None (a new one each run) or a whole number >= 0.",
                    "Leave SEED = None, or set it to the seed a run printed to repeat that run.")
     return seed
-
-
-
-def read_topic(kafka: Kafka, topic: str, timeout: float = 15.0) -> list[Any]:
-    """Every record of ``topic`` in log order (partition by partition), read to the high watermark."""
-    records: list[Any] = []
-    with contextlib.closing(clients.consumer(kafka, group_id=None)) as consumer:
-        tps = clients.read_from_start(consumer, topic)
-
-        def caught_up() -> bool:
-            for batch in consumer.poll(timeout_ms=100).values():
-                records.extend(batch)
-            marks = [consumer.highwater(tp) for tp in tps]
-            return all(m is not None and consumer.position(tp) >= m for tp, m in zip(tps, marks))
-
-        wait_until(caught_up, timeout, f"reading topic {topic!r} to its end", interval=0.001)
-    return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
 def event_ids(records: list[Any]) -> list[str]:

@@ -20,11 +20,13 @@ from types import ModuleType
 from typing import Any
 
 from ..kafka import clients
-from ..kafka.clients import Kafka
+from ..kafka.clients import Kafka, read_topic
+from ..patterns.fix import connect as open_db
+from ..patterns.fix import load as load_fix
 from . import crashes
 from .feedback import Fail, Todo, check
-from .fixfile import FIX_FILE, LEARNER_TIMEOUT_S, call, event_ids, life_failed, load, read_topic, seed_of, timed
-from .forkserver import ORDERS_TABLE, PAYMENTS_TABLE, charge, load_fix, open_db, order, write_order
+from .fixfile import FIX_FILE, LEARNER_TIMEOUT_S, call, event_ids, life_failed, load, prepare, seed_of, timed
+from .roles import ORDERS_TABLE, PAYMENTS_TABLE, charge, order, write_order
 
 #: Kills per check. Each "lucky timing" design of tests/test_lab6.py loses something in at least 20 % (payments),
 #: 35 % (relay) or 38 % (orders) of single kills (estimated from runs of 4 kills at 40 seeds); these counts leave
@@ -77,10 +79,8 @@ def _calm_outbox(fix: ModuleType, workdir: Path) -> None:
     path = workdir / "calm-orders.db"
     db, other = open_db(path), open_db(path)
     with contextlib.closing(db), contextlib.closing(other):
-        call(fix, "setup", db)
-        call(fix, "setup", db)  # a second start of the service: the tables exist already
-        db.execute(ORDERS_TABLE)
-        db.commit()
+        call(fix, "setup", db)  # a first start of the service; prepare's setup is a second: the tables exist
+        prepare(fix, db, ORDERS_TABLE)
         order_id, event_id, key, value, amount = order(1, "calm")
         call(fix, "save_with_outbox", db, write_order(order_id, amount), "orders", key, value, event_id)
         try:
@@ -151,9 +151,7 @@ def check_lab6_outbox(kafka: Kafka, path: str | Path = FIX_FILE, *, seed: int | 
     with crashes.CrashLab(kafka) as lab:
         db_path = lab.workdir / "orders.db"
         with contextlib.closing(open_db(db_path)) as db:
-            call(fix, "setup", db)
-            db.execute(ORDERS_TABLE)
-            db.commit()
+            prepare(fix, db, ORDERS_TABLE)
             run = f"s{seed}"
             plan, lives = _crash_lives(
                 lab, "writer", "orders service",
@@ -201,9 +199,7 @@ def _calm_relay(kafka: Kafka, fix: ModuleType, workdir: Path) -> None:
     topic = kafka.create_topic(prefix="lab6-calm")
     try:
         with contextlib.closing(open_db(path)) as db, contextlib.closing(clients.producer(kafka)) as producer:
-            call(fix, "setup", db)
-            db.execute(ORDERS_TABLE)
-            db.commit()
+            prepare(fix, db, ORDERS_TABLE)
             events = [order(i, "calm") for i in range(5)]
             for order_id, event_id, key, value, amount in events:
                 call(fix, "save_with_outbox", db, write_order(order_id, amount), topic, key, value, event_id)
@@ -258,9 +254,7 @@ def _slow_ack(kafka: Kafka, fix: ModuleType, workdir: Path) -> None:
     try:
         with contextlib.closing(open_db(path)) as db, contextlib.closing(open_db(path)) as other, \
                 contextlib.closing(clients.producer(kafka, linger_ms=SLOW_ACK_MS)) as slow:
-            call(fix, "setup", db)
-            db.execute(ORDERS_TABLE)
-            db.commit()
+            prepare(fix, db, ORDERS_TABLE)
             order_id, event_id, key, value, amount = order(9, "slow")
             call(fix, "save_with_outbox", db, write_order(order_id, amount), topic, key, value, event_id)
             timed(fix, "relay", db, slow, limit=10)
@@ -291,9 +285,7 @@ def check_lab6_relay(kafka: Kafka, path: str | Path = FIX_FILE, *, seed: int | N
         with crashes.CrashLab(kafka) as lab:
             db_path = lab.workdir / "orders.db"
             with contextlib.closing(open_db(db_path)) as db:
-                call(fix, "setup", db)
-                db.execute(ORDERS_TABLE)
-                db.commit()
+                prepare(fix, db, ORDERS_TABLE)
 
                 def top_up(n: int) -> None:
                     """Before each life: as many new orders as it takes to have ROWS_PER_LIFE rows waiting."""
@@ -352,9 +344,7 @@ def _calm_consumer(fix: ModuleType, path: str | Path, workdir: Path) -> None:
     db_path = workdir / "calm-payments.db"
     db, other = open_db(db_path), open_db(db_path)
     with contextlib.closing(db), contextlib.closing(other):
-        call(fix, "setup", db)
-        db.execute(PAYMENTS_TABLE)
-        db.commit()
+        prepare(fix, db, PAYMENTS_TABLE)
         first = call(fix, "process_once", db, "evt-calm-1", charge("evt-calm-1", 10.0))
         if _payments(other, "evt-calm-1") != 1:
             seen_here = _payments(db, "evt-calm-1")
@@ -428,9 +418,7 @@ def check_lab6_consumer(kafka: Kafka, path: str | Path = FIX_FILE, *, seed: int 
         with crashes.CrashLab(kafka) as lab, contextlib.closing(clients.producer(kafka)) as producer:
             db_path = lab.workdir / "payments.db"
             with contextlib.closing(open_db(db_path)) as db:
-                call(fix, "setup", db)
-                db.execute(PAYMENTS_TABLE)
-                db.commit()
+                prepare(fix, db, PAYMENTS_TABLE)
                 ids: list[str] = []
 
                 def top_up(n: int) -> None:

@@ -58,11 +58,12 @@ def record(time_scale: float = 1.0, out: Path = REFERENCE_RUNS) -> list[Run]:
             runs.append(run.as_dict())
             recorded.append(run)
     out.parent.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # Windows has no load average
     out.write_text(json.dumps({
         "recorded_with": "python -m helpers.checks.reference_runs", "time_scale": time_scale,
         "recorded_at": time.strftime("%Y-%m-%d %H:%M"), "machine": {"cpus": os.cpu_count(),
                                                                     "python": platform.python_version(),
-                                                                    "load": os.getloadavg()[0]},
+                                                                    "load": load},
         "runs": runs}, indent=1) + "\n")
     print(f"wrote {len(runs)} runs to {out}")
     return recorded

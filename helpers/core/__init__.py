@@ -8,9 +8,12 @@
 - ``stats``: percentiles and run statistics;
 - ``verdicts``: the claim checks ("Cn holds: ..." or what was measured and what to try);
 - ``progress``: the labs' progress file;
-- ``live``: ``LiveExperiment``, sliders over a live measurement with its figure redrawn in place.
+- ``live``: ``LiveExperiment``, sliders over a live measurement with its figure redrawn in place;
+- ``processes``: course code in a process of its own (``CourseProcess``: started from a fork server,
+  killed abruptly, suspended, dying with its parent);
+- ``kills``: seeded kill plans (``KillPlan``) and ``run_killed``, which kills workers at them.
 
 Import the module you need (``from helpers.core import verdicts``); this package imports none
 of them by itself. It imports no other package of helpers (tests/test_architecture.py).
 """
-__all__ = ["lifecycle", "live", "params", "progress", "stats", "style", "verdicts", "wait"]
+__all__ = ["kills", "lifecycle", "live", "params", "processes", "progress", "stats", "style", "verdicts", "wait"]

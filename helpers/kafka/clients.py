@@ -22,7 +22,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from ..core.params import check_int
+from ..core.params import check_int, check_positive
 from ..core.wait import wait_until
 from .probe import BrokerUnavailable, parse_bootstrap, probe
 
@@ -197,6 +197,27 @@ def read_from_start(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     return tps
+
+
+def read_topic(kafka: Kafka, topic: str, timeout: float = 15.0) -> list[Any]:
+    """Every record of ``topic``, partition by partition in log order (kafka-python records).
+
+    A plain consumer with no group reads from the beginning until it reaches each
+    partition's high watermark (from the fetch response, right on every broker).
+    """
+    check_positive("timeout", timeout)
+    records: list[Any] = []
+    with contextlib.closing(consumer(kafka, group_id=None)) as reader:
+        tps = read_from_start(reader, topic)
+
+        def caught_up() -> bool:
+            for batch in reader.poll(timeout_ms=100).values():
+                records.extend(batch)
+            marks = [reader.highwater(tp) for tp in tps]
+            return all(m is not None and reader.position(tp) >= m for tp, m in zip(tps, marks))
+
+        wait_until(caught_up, timeout, f"reading topic {topic!r} to its end", interval=0.001)
+    return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
 def _wait_for_partitions(kafka: Kafka, topic: str, partitions: int, timeout: float) -> None:

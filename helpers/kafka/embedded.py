@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..core import verdicts
+from ..core import processes, verdicts
 from ..core.wait import wait_until
 from .probe import ENV_BOOTSTRAP, BrokerUnavailable, probe
 
@@ -349,7 +349,7 @@ def start_embedded(port: int | None = None, *, keep: bool = False) -> dict[str, 
         errors = []
         for _attempt in range(3):
             chosen = port or free_port()
-            started, proc = time.monotonic(), _launch(binary, chosen)
+            started, proc = time.monotonic(), launch(binary, chosen, state_dir() / "broker.log")
             if _ready(proc, chosen):
                 state = {"pid": proc.pid, "port": chosen, "bootstrap_servers": f"127.0.0.1:{chosen}",
                          "binary": binary, "started_at": time.time(),
@@ -374,18 +374,41 @@ def _ready(proc: subprocess.Popen[bytes], port: int) -> bool:
     return answered and proc.poll() is None  # answered, and not because it exited
 
 
-def _launch(binary: str, port: int) -> subprocess.Popen[bytes]:
-    """Start Tansu on 127.0.0.1:``port`` with memory-only storage, logging to broker.log."""
+#: A broker's keeper (:func:`launch` with ``keeper=True``): a tiny Python process that starts Tansu
+#: as its child, says its pid, and kills it when its stdin closes (the kernel that started it
+#: stopped it, exited or crashed), so a crashed kernel leaves no broker behind. Tansu itself cannot
+#: watch its parent.
+KEEPER = """
+import subprocess, sys
+broker = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=sys.stderr)  # its output: the log
+print(broker.pid, flush=True)
+sys.stdin.read()  # returns at EOF: the kernel closed the pipe or died
+broker.kill()
+broker.wait()
+"""
+
+
+def launch(binary: str, port: int, log: Path, *, keeper: bool = False) -> subprocess.Popen[bytes]:
+    """Start Tansu on 127.0.0.1:``port`` with memory-only storage, its output appended to ``log``:
+    the one place the course launches it. In a session of its own, so the notebook's interrupt
+    (Ctrl-C, sent to the kernel's process group) never reaches it.
+
+    The shared broker (``keeper=False``) outlives the kernel on purpose. A broker of one's own
+    (``keeper=True``, :mod:`helpers.kafka.private`) runs under :data:`KEEPER`, in ``log``'s folder:
+    the returned process is the keeper; it prints the broker's pid on its stdout, and closing its
+    stdin ends the broker."""
     url = f"tcp://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items()
            if k not in {"LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID"}}
-    with open(state_dir() / "broker.log", "ab") as log:
-        return subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True,  # outlives the kernel on purpose
-        )
+    command = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", "memory://tansu/"]
+    with open(log, "ab") as out:
+        if keeper:
+            return subprocess.Popen([sys.executable, "-c", KEEPER, *command], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=out, env=env, cwd=log.parent,
+                                    start_new_session=True)
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
 
 
 def _terminate(pid: int, timeout: float = 5.0) -> None:
@@ -436,12 +459,9 @@ def stop_embedded() -> bool:
 def kill_embedded() -> int | None:
     """Kill the embedded broker at once (fault drills): psutil's ``Process.kill()``, SIGKILL on
     Linux and macOS. Its state file is left behind, stale."""
-    import psutil
-
     state = read_state()
     if state and is_our_broker(state["pid"]):
         pid: int = state["pid"]
-        with contextlib.suppress(psutil.NoSuchProcess):
-            psutil.Process(pid).kill()
+        processes.kill(pid)
         return pid
     return None

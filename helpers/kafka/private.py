@@ -20,15 +20,15 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Self
 
-from ..core import lifecycle
+from ..core import lifecycle, processes
 from ..core.wait import wait_until
+from . import embedded
 from .clients import Kafka
 from .embedded import READY_TIMEOUT_S, free_port, tansu_binary
 from .probe import BrokerUnavailable, probe
@@ -47,19 +47,6 @@ def available(kafka: Kafka) -> str | None:
     except BrokerUnavailable as exc:
         return f"no embedded broker to start here ({exc}): the broker fault is skipped"
     return None
-
-
-#: The broker's keeper: a tiny Python process that starts Tansu as its child, says its pid, and
-#: kills it when its stdin closes (the kernel that started it stopped it, exited or crashed), so a
-#: crashed kernel leaves no broker behind. Tansu itself cannot watch its parent.
-_KEEPER = """
-import subprocess, sys
-broker = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=sys.stderr)  # its output: the log
-print(broker.pid, flush=True)
-sys.stdin.read()  # returns at EOF: the kernel closed the pipe or died
-broker.kill()
-broker.wait()
-"""
 
 
 def temporary_folder(prefix: str) -> Path:
@@ -116,15 +103,7 @@ class PrivateBroker(lifecycle.Managed):
     def _launch(self, binary: str, port: int) -> bool:
         """Start the keeper and its broker on ``port``; True once the broker answers."""
         assert self.folder is not None
-        url = f"tcp://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items()
-               if k not in {"LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID"}}
-        with open(self.folder / "broker.log", "ab") as log:
-            keeper = subprocess.Popen(
-                [sys.executable, "-c", _KEEPER, binary, "broker", "--listener-url", url,
-                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, cwd=self.folder,
-                start_new_session=True)  # a Ctrl-C (the notebook's interrupt) reaches the kernel, not its broker
+        keeper = embedded.launch(binary, port, self.folder / "broker.log", keeper=True)
         self._keeper = keeper
         assert keeper.stdout is not None
         line = keeper.stdout.readline().strip()
@@ -158,23 +137,18 @@ class PrivateBroker(lifecycle.Managed):
 
     def pause(self) -> None:
         """Suspend the broker's process: it answers nothing until :meth:`resume`."""
-        import psutil
-
         with self._lock:
             if self.pid is None or self.paused_at is not None:
                 return
-            psutil.Process(self.pid).suspend()
-            self.paused_at = time.monotonic()
+            if processes.suspend(self.pid):
+                self.paused_at = time.monotonic()
 
     def resume(self) -> None:
         """Let a paused broker go on where it stopped."""
-        import psutil
-
         with self._lock:
             if self.pid is None or self.paused_at is None:
                 return
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(self.pid).resume()
+            processes.resume(self.pid)
             self.paused_at = None
 
     @property

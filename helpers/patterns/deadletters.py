@@ -32,7 +32,7 @@ from ..core import lifecycle, style
 from ..core.params import check_int, check_positive
 from ..core.wait import wait_until
 from ..kafka import clients, events
-from .outbox import read_topic
+from ..kafka.clients import read_topic
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

@@ -2,7 +2,8 @@
 
 Each function below is the whole of one design, as an order service would write it; nothing
 in them knows about crashes. :mod:`helpers.patterns.outbox` runs them in worker processes
-(:mod:`helpers.patterns.crashes`) and kills those at random moments.
+(:class:`helpers.core.processes.CourseProcess`) and kills those at random moments
+(:func:`helpers.core.kills.run_killed`).
 
 * :func:`commit_then_publish`: commit the order, then publish OrderPlaced and wait for the ack.
 * :func:`publish_then_commit`: insert the order, publish and wait for the ack, then commit.
@@ -23,22 +24,23 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.processes import Link
 from ..kafka import clients, events
-from .crashes import orphaned, stop_requested
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
 
-__all__ = ["DESIGNS", "RELAYS", "SCHEMA", "commit_then_publish", "mark_then_publish", "open_database", "pending",
-           "publish_then_commit", "relay_batch", "serve", "write_with_outbox"]
+__all__ = ["DESIGNS", "PRELOAD", "RELAYS", "SCHEMA", "commit_then_publish", "mark_then_publish", "open_database",
+           "pending", "publish_then_commit", "relay_batch", "serve", "write_with_outbox"]
 
 #: The three ways of placing an order, in the order the lesson shows them.
 DESIGNS = ("commit-then-publish", "publish-then-commit", "outbox")
 ACK_TIMEOUT_S = 10.0
+#: Modules the fork server imports once, so a forked order service starts with them loaded.
+PRELOAD = ("sqlite3", "json", "kafka", "helpers.kafka.clients", "helpers.kafka.events", __name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (order_id TEXT PRIMARY KEY, amount REAL NOT NULL, created_at REAL NOT NULL);
@@ -139,17 +141,16 @@ def pending(db: sqlite3.Connection) -> int:
 # --------------------------------------------------------------------------- a worker's main
 
 
-def serve(conn: Connection, config: dict[str, Any]) -> None:
-    """A worker's main (see the module docstring). ``config``: ``role`` (a design, or a relay of
-    :data:`RELAYS`), ``db``, ``topic``, ``status_topic`` (where a process with a producer announces
-    ``ServiceStarted`` before it says ready), ``incarnation``, ``rate``, ``batch``,
-    ``bootstrap_servers``, ``kind``, ``client_config``, ``parent_pid``. Any failure is sent to
-    the notebook."""
+def serve(link: Link, config: dict[str, Any]) -> None:
+    """A worker's main, run by :class:`helpers.core.processes.CourseProcess` (see the module
+    docstring). ``config``: ``role`` (a design, or a relay of :data:`RELAYS`), ``db``, ``topic``,
+    ``status_topic`` (where a process with a producer announces ``ServiceStarted`` before it says
+    ready), ``incarnation``, ``rate``, ``batch``, ``bootstrap_servers``, ``kind``, ``client_config``.
+    A failure reaches the notebook as the process's ``error``."""
     producer: KafkaProducer | None = None
-    db: sqlite3.Connection | None = None
+    role = config["role"]
+    db = open_database(config["db"])
     try:
-        role, parent = config["role"], int(config["parent_pid"])
-        db = open_database(config["db"])
         if role != "outbox":
             kafka = clients.Kafka(config["bootstrap_servers"], config["kind"], config.get("client_config") or {})
             producer = clients.producer(kafka)
@@ -160,32 +161,26 @@ def serve(conn: Connection, config: dict[str, Any]) -> None:
             announced = events.publish(producer, config["status_topic"], started)
             producer.flush(timeout=ACK_TIMEOUT_S)  # now, not after linger_ms
             announced.get(timeout=ACK_TIMEOUT_S)
-        conn.send("ready")
-        if conn.recv() != "go":
+        link.ready()
+        if link.wait_go() is None:
             return
         if role in RELAYS:
-            _relay(conn, db, producer, RELAYS[role], int(config.get("batch", 50)), parent)
+            _relay(link, db, producer, RELAYS[role], int(config.get("batch", 50)))
         else:
-            _place_orders(conn, db, producer, config, parent)
-    except (EOFError, KeyboardInterrupt):
-        pass
-    except Exception as exc:  # noqa: BLE001 - reported to the notebook, which raises it
-        with contextlib.suppress(Exception):
-            conn.send(f"{type(exc).__name__}: {exc}")
+            _place_orders(link, db, producer, config)
     finally:
         if producer is not None:
             with contextlib.suppress(Exception):
                 producer.close(timeout=5)
-        if db is not None:
-            db.close()
+        db.close()
 
 
-def _place_orders(conn: Connection, db: sqlite3.Connection, producer: KafkaProducer | None,
-                  config: dict[str, Any], parent: int) -> None:
+def _place_orders(link: Link, db: sqlite3.Connection, producer: KafkaProducer | None,
+                  config: dict[str, Any]) -> None:
     role, topic, interval = config["role"], config["topic"], 1.0 / float(config.get("rate", 400))
     n, next_at = 0, time.monotonic()
-    conn.send("serving")
-    while not stop_requested(conn) and not orphaned(parent):
+    link.say("serving")
+    while not link.stopping:
         n += 1
         order_id = f"order-{config['incarnation']:03d}-{n:05d}"
         event = events.order_placed(order_id, float(10 + n % 90))
@@ -202,10 +197,10 @@ def _place_orders(conn: Connection, db: sqlite3.Connection, producer: KafkaProdu
         next_at = max(next_at, time.monotonic())
 
 
-def _relay(conn: Connection, db: sqlite3.Connection, producer: KafkaProducer | None,
-           relay: Callable[[sqlite3.Connection, KafkaProducer, int], int], batch: int, parent: int) -> None:
+def _relay(link: Link, db: sqlite3.Connection, producer: KafkaProducer | None,
+           relay: Callable[[sqlite3.Connection, KafkaProducer, int], int], batch: int) -> None:
     assert producer is not None
-    conn.send("serving")
-    while not stop_requested(conn) and not orphaned(parent):
+    link.say("serving")
+    while not link.stopping:
         if relay(db, producer, batch) == 0:
             time.sleep(0.005)

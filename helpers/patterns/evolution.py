@@ -36,7 +36,7 @@ from fastavro.read import SchemaResolutionError
 
 from ..core.params import check_int
 from ..kafka import clients
-from .outbox import read_topic
+from ..kafka.clients import read_topic
 
 if TYPE_CHECKING:
     from ..kafka.clients import Kafka

@@ -11,24 +11,32 @@ checks run this module too: it must pass them.
 * :func:`relay`: publish the unpublished rows, oldest first, and mark each one published only
   after the broker acknowledged it. Killed at any moment it loses nothing: a row sent and not
   yet marked is sent again next time (at-least-once, so consumers must be idempotent).
-* :func:`process_once`: an event's effect and the record of its id in ONE transaction (C17,
-  :func:`helpers.patterns.idempotency.apply_once` made a module function of this contract):
-  a redelivered event is recognised and skipped, and a crash leaves both or neither.
+* :func:`process_once`: an event's effect and the record of its id in ONE transaction (C17:
+  lesson 9's idempotent ledger, :class:`helpers.patterns.idempotency.Ledger`, applies its
+  payments through it): a redelivered event is recognised and skipped, and a crash leaves both
+  or neither.
 
 Every function takes the caller's sqlite3 connection, in autocommit mode
 (``isolation_level=None``) or Python's default mode, with no transaction open: each function
 opens and ends its own. This module imports only sqlite3 and kafka-python, like the learner's.
+:func:`connect` opens a database as the contract gives it to these functions, and :func:`load`
+imports a module of this contract from its file (the learner's): lab 6's checks and the
+capstone's services both use them.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import sqlite3
 import time
+import types
 from collections.abc import Callable, Iterator
 
 from kafka import KafkaProducer
 
-__all__ = ["ACK_TIMEOUT_S", "LABEL", "SCHEMA", "process_once", "relay", "save_with_outbox", "setup"]
+__all__ = ["ACK_TIMEOUT_S", "LABEL", "SCHEMA", "connect", "load", "process_once", "relay", "save_with_outbox",
+           "setup"]
 
 #: How the capstone names this implementation in every table and figure.
 LABEL = "the course's reference fix"
@@ -124,3 +132,30 @@ def process_once(db: sqlite3.Connection, event_id: str, apply: Callable[[sqlite3
         apply(db)
         db.execute("INSERT INTO processed_events VALUES (?, ?)", (event_id, time.time()))
     return True
+
+
+def load(path: str | os.PathLike[str]) -> types.ModuleType:
+    """A module of this contract from its file (the learner's ``learner_fix.py``), imported afresh:
+    nothing is cached in ``sys.modules``, so each call runs the file as it is now. What the file
+    raises comes out."""
+    spec = importlib.util.spec_from_file_location("learner_fix", str(path))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def connect(path: str | os.PathLike[str], *, autocommit: bool = False) -> sqlite3.Connection:
+    """A connection to a service's database as the contract gives it (FIX_INTERFACE): Python's default
+    transaction handling (an implicit BEGIN before INSERT/UPDATE/DELETE; ``db.commit()`` or ``with
+    db:`` ends it: in autocommit mode a learner's ``with db:`` would commit each statement on its own,
+    and an order could be committed without its outbox row); WAL, so another process may read while
+    it writes; ``synchronous=NORMAL``: a commit survives the process being killed, which is the
+    failure here, without an fsync per commit. Any thread may use it. ``autocommit=True``: each
+    statement commits on its own unless a ``BEGIN`` opens a transaction (a service's own statements)."""
+    db = sqlite3.connect(str(path), isolation_level=None if autocommit else "DEFERRED", timeout=10.0,
+                         check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db

@@ -6,9 +6,10 @@ committed offset. A handler that just applies each event's effect applies those 
 
 * :class:`Ledger`: customer balances in a sqlite file; a ``PaymentProcessed`` event adds
   its amount to its customer's balance. :meth:`Ledger.apply_naive` applies every delivery;
-  :meth:`Ledger.apply_idempotent` goes through :func:`apply_once`, which records the
-  event id in a ``processed_events`` table **in the same transaction** as the effect, so
-  a repeated id is recognised and skipped, and a crash between the two is impossible.
+  :meth:`Ledger.apply_idempotent` goes through :func:`helpers.patterns.fix.process_once` (the
+  course's fix, which labs 6 and 7 use too), which records the event id in a
+  ``processed_events`` table **in the same transaction** as the effect, so a repeated id is
+  recognised and skipped, and a crash between the two is impossible.
 * :class:`CrashingConsumer`: a consumer-group member (a thread) that processes a batch,
   commits explicitly after it, and crashes once while processing (after ``crash_after``
   deliveries): it closes without committing, and a new consumer joins the same group and
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import lifecycle, style
 from ..core.params import check_int, check_positive
 from ..kafka import clients, events
+from . import fix
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -51,7 +53,6 @@ __all__ = [
     "DuplicateRun",
     "HandlerComparison",
     "Ledger",
-    "apply_once",
     "balances_figure",
     "compare_handlers",
     "draw_crash_point",
@@ -81,29 +82,6 @@ CREATE TABLE IF NOT EXISTS processed_events (event_id TEXT PRIMARY KEY, processe
 
 
 # --------------------------------------------------------------------------- the effect
-
-
-def apply_once(conn: sqlite3.Connection, event_id: str, effect: Callable[[sqlite3.Connection], Any]) -> bool:
-    """Apply ``effect`` unless ``event_id`` was already processed; True if it was applied.
-
-    The id is inserted into ``processed_events`` (primary key) and the effect runs in ONE
-    transaction: either both are stored or neither, so a crash cannot apply an effect
-    without remembering it. ``conn`` must be in autocommit mode (``isolation_level=None``).
-    """
-    if not isinstance(event_id, str) or not event_id:
-        raise ValueError(f"event_id must be a non-empty string, got {event_id!r}")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        seen = conn.execute("INSERT OR IGNORE INTO processed_events VALUES (?, ?)", (event_id, time.time()))
-        if seen.rowcount == 0:  # the id is already there: a duplicate
-            conn.execute("ROLLBACK")
-            return False
-        effect(conn)
-        conn.execute("COMMIT")
-        return True
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 class Ledger:
@@ -141,10 +119,10 @@ class Ledger:
         return True
 
     def apply_idempotent(self, event: events.Event) -> bool:
-        """Add the payment once per event id (:func:`apply_once`); False for a duplicate."""
+        """Add the payment once per event id (:func:`helpers.patterns.fix.process_once`); False for a duplicate."""
         customer, amount = self._payment(event)
         with self._lock:
-            return apply_once(self.conn, event.event_id, lambda c: self._add(c, customer, amount))
+            return fix.process_once(self.conn, event.event_id, lambda c: self._add(c, customer, amount))
 
     def balances(self) -> dict[str, float]:
         """Customer -> balance, as stored."""

@@ -9,15 +9,17 @@ stories. Here nothing decides where a crash falls but the clock.
   in one of three designs: ``commit-then-publish``, ``publish-then-commit``, or ``outbox``
   (the order and an outbox row in one transaction, published by a **relay**, another process).
 * :func:`run_design` kills the service (and the relay) with SIGKILL at the moments of a
-  :class:`~helpers.patterns.crashes.KillPlan` (seeded), with a spare process taking over at
-  once; at the end a last relay publishes what is left, and the verdict comes only from
-  comparing the **database** with the **topic**: :class:`DesignRun` counts the events lost
-  (committed orders with no event), invented (events with no committed order) and
-  duplicated, and which kills did that (each process names its orders after itself).
+  :class:`~helpers.core.kills.KillPlan` (seeded), with a spare process taking over at once
+  (:func:`~helpers.core.kills.run_killed`); at the end a last relay publishes what is left, and
+  the verdict comes only from comparing the **database** with the **topic**:
+  :class:`DesignRun` counts the events lost (committed orders with no event), invented (events
+  with no committed order) and duplicated, and which kills did that (each process names its
+  orders after itself).
 * :func:`compare_designs` runs the designs side by side under the same kill plan (its
   lifetimes stretched on a machine slower than an idle laptop, :func:`measure_pace`);
-  :func:`dual_write_figure` and :func:`experiment` show them; :func:`read_topic` reads a
-  whole topic back.
+  :func:`dual_write_figure` and :func:`experiment` show them. :func:`warm_up` starts the fork
+  server the order services come from (it imports kafka-python once, so each new order service
+  starts in tens of milliseconds).
 """
 from __future__ import annotations
 
@@ -29,14 +31,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..core import lifecycle, style
+from ..core import lifecycle, processes, style
+from ..core.kills import KilledRun, KillPlan, run_killed
 from ..core.params import check_int, check_positive
+from ..core.processes import CourseProcess
 from ..core.wait import progress_bar, wait_until
 from ..kafka import clients, events
+from ..kafka.clients import read_topic
 from . import dualwrites
-from .crashes import KilledRun, KillPlan, Worker, run_killed
 from .dualwrites import DESIGNS, open_database
 
 if TYPE_CHECKING:
@@ -57,6 +61,7 @@ __all__ = [
     "open_database",
     "read_topic",
     "run_design",
+    "warm_up",
 ]
 
 lifecycle.warm_up_plotly()  # the lesson's first figure cell need not wait for plotly's renderers
@@ -75,28 +80,9 @@ REFERENCE_PACE_S = 0.010
 MAX_STRETCH = 3.0
 
 
-# --------------------------------------------------------------------------- reading back
-
-
-def read_topic(kafka: Kafka, topic: str, timeout: float = 15.0) -> list[Any]:
-    """Every record of ``topic``, partition by partition in log order (kafka-python records).
-
-    A plain consumer with no group reads from the beginning until it reaches each
-    partition's high watermark (from the fetch response, right on every broker).
-    """
-    check_positive("timeout", timeout)
-    records: list[Any] = []
-    with contextlib.closing(clients.consumer(kafka, group_id=None)) as consumer:
-        tps = clients.read_from_start(consumer, topic)
-
-        def caught_up() -> bool:
-            for batch in consumer.poll(timeout_ms=100).values():
-                records.extend(batch)
-            marks = [consumer.highwater(tp) for tp in tps]
-            return all(m is not None and consumer.position(tp) >= m for tp, m in zip(tps, marks))
-
-        wait_until(caught_up, timeout, f"reading topic {topic!r} to its end", interval=0.001)
-    return sorted(records, key=lambda r: (r.partition, r.offset))
+def warm_up() -> threading.Thread:
+    """Start the order services' fork server in the background (see :func:`helpers.core.processes.warm_up`)."""
+    return processes.warm_up(dualwrites.PRELOAD)
 
 
 # --------------------------------------------------------------------------- one run
@@ -201,12 +187,13 @@ def _orders_of(db: Path, incarnation: int) -> int:
                                 (f"order-{incarnation:03d}-%",)).fetchone()[0])
 
 
-def _worker(kafka: Kafka, role: str, topics: tuple[str, str], db: Path, n: int, rate: float, batch: int) -> Worker:
+def _worker(kafka: Kafka, role: str, topics: tuple[str, str], db: Path, n: int, rate: float,
+            batch: int) -> CourseProcess:
     config = {"role": role, "topic": topics[0], "status_topic": topics[1], "db": str(db), "incarnation": n,
               "rate": rate, "batch": batch,
               "bootstrap_servers": kafka.bootstrap_servers, "kind": kafka.kind,
               "client_config": kafka.client_config}
-    return Worker(dualwrites.serve, config, f"{role}-{n}").start()
+    return CourseProcess(dualwrites.serve, config, f"{role}-{n}", preload=dualwrites.PRELOAD).start()
 
 
 def run_design(kafka: Kafka, design: str, plan: KillPlan, *, rate: float = RATE, relay_batch: int = RELAY_BATCH,
@@ -307,7 +294,7 @@ def measure_pace(kafka: Kafka, designs: Sequence[str] = DESIGNS[:2], *, seconds:
     check_int("min_orders", min_orders)
     topics = (clients.create_topic(kafka, prefix="orders-pace"), clients.create_topic(kafka, prefix="status-pace"))
     workdir = Path(tempfile.mkdtemp(prefix="course-pace-"))
-    workers: dict[str, Worker] = {}
+    workers: dict[str, CourseProcess] = {}
     try:
         for d in designs:
             open_database(workdir / f"{d}.db").close()

@@ -76,19 +76,33 @@ def chain_names(depth: int, prefix: str | None = None) -> list[str]:
 # --------------------------------------------------------------------------- HTTP plumbing
 
 
-class _Handler(BaseHTTPRequestHandler):
+class JsonHandler(BaseHTTPRequestHandler):
+    """A course service's request handler (here and in the capstone's service processes): small
+    answers go out at once, an idle connection cannot pin a thread, nothing is logged, and
+    :meth:`answer` sends a JSON body. Subclasses write ``do_GET``."""
+
     server_version = "course-svc/1"
     disable_nagle_algorithm = True  # small answers go out at once (no 40 ms delayed-ACK stalls)
     timeout = 30  # an idle or half-open connection cannot pin a thread forever
 
-    def do_GET(self) -> None:  # the name http.server dispatches a GET to
-        cast(_Server, self.server).service._handle(self)
+    def answer(self, status: int, body: bytes) -> None:
+        """Send ``body`` (JSON) with ``status``; a caller that gave up (its timeout) or died is ignored."""
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass  # the caller gave up (timeout) and closed the connection
 
     def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
         pass  # keep notebooks quiet
 
 
-class _Server(ThreadingHTTPServer):
+class CourseServer(ThreadingHTTPServer):
+    """A course service's HTTP server (here and in the capstone's service processes)."""
+
     daemon_threads = True  # a stuck request never blocks the kernel from exiting
     allow_reuse_address = True  # a service taken down comes back on the same port at once
     # The listen backlog. socketserver's default of 5 overflows when many clients connect
@@ -96,6 +110,13 @@ class _Server(ThreadingHTTPServer):
     # full second, which would show up as a mysterious 1 s latency spike.
     request_queue_size = 128
 
+
+class _Handler(JsonHandler):
+    def do_GET(self) -> None:  # the name http.server dispatches a GET to
+        cast(_Server, self.server).service._handle(self)
+
+
+class _Server(CourseServer):
     def __init__(self, port: int, service: Service):
         self.service = service
         super().__init__((calls.HOST, port), _Handler)
@@ -388,14 +409,7 @@ class Service:
                            "trace": [hop, *trace]}).encode()
         with self._lock:
             self.answered[status] += 1
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-        except OSError:
-            pass  # the caller gave up (timeout) and closed the connection
+        handler.answer(status, body)
 
     def _call_downstream(self, target: Service, cfg: Faults, order_id: int) -> tuple[CallResult, float]:
         """Call ``target`` (with ``cfg.retries`` extra attempts); the result and when it was sent."""

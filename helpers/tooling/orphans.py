@@ -3,7 +3,8 @@
 ``python -m helpers.tooling.orphans MARKER`` prints one ``pid command`` line per live process
 whose environment carries ``COURSE_CI_RUN=MARKER`` and whose command line names the Tansu
 broker, the consumer process's module (:data:`helpers.backlog.consumers.CHILD_MODULE`, named
-from the module itself, so a move cannot blind the check) or a Jupyter kernel; nothing when
+from the module itself, so a move cannot blind the check), a Jupyter kernel or a process of a
+``multiprocessing`` fork server (:data:`FORKED`: the course's processes); nothing when
 none is left. It exits 0 either way: the caller decides (``.ci/run`` retries for a few seconds,
 then fails the run and kills what is listed).
 
@@ -26,8 +27,13 @@ from . import UsageError, standalone
 CI_RUN = "COURSE_CI_RUN"
 #: The variable a test session (tests/conftest.py) sets to its own marker.
 TEST_SESSION = "COURSE_TEST_SESSION"
-#: What names a process the course starts: the embedded broker, a consumer process, a kernel.
-PATTERNS: tuple[str, ...] = ("tansu", CHILD_MODULE, "ipykernel_launcher")
+#: What a course process started from the fork server (helpers.core.processes) has in its command
+#: line: the server's own, which every process it forks keeps.
+FORKED = "multiprocessing.forkserver"
+#: What names a process the course starts: the embedded broker, a consumer process, a kernel, a
+#: course process (lesson 9's workers, the capstone's services, lab 6's lives) or its fork server,
+#: which ends with the interpreter that started it.
+PATTERNS: tuple[str, ...] = ("tansu", CHILD_MODULE, "ipykernel_launcher", FORKED)
 COMMAND_CHARS = 200
 
 

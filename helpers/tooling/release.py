@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,21 +179,16 @@ def unlink_missing(text: str, doc: str, dest: Path, dropped: list[str]) -> str:
     in ``dest`` (or whose same-page anchor is not a heading of ``text``) replaced by its words."""
     anchors = {_slug(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
 
-    def markdown(match: re.Match[str]) -> str:
-        words, target = match.group(1), match.group(2)
-        if _EXTERNAL.match(target) or _target_exists(dest, doc, target, anchors):
-            return match.group(0)
-        dropped.append(f"{doc}: {target}")
-        return words
+    def unlinked(words_group: int, target_group: int) -> Callable[[re.Match[str]], str]:
+        def replace(match: re.Match[str]) -> str:
+            words, target = match.group(words_group), match.group(target_group)
+            if _EXTERNAL.match(target) or _target_exists(dest, doc, target, anchors):
+                return match.group(0)
+            dropped.append(f"{doc}: {target}")
+            return words
+        return replace
 
-    def anchor(match: re.Match[str]) -> str:
-        target, words = match.group(1), match.group(2)
-        if _EXTERNAL.match(target) or _target_exists(dest, doc, target, anchors):
-            return match.group(0)
-        dropped.append(f"{doc}: {target}")
-        return words
-
-    return _HTML_LINK.sub(anchor, _MD_LINK.sub(markdown, text))
+    return _HTML_LINK.sub(unlinked(2, 1), _MD_LINK.sub(unlinked(1, 2), text))
 
 
 def _fix_links(dest: Path) -> list[str]:

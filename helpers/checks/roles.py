@@ -1,10 +1,9 @@
-"""The crash harness's child: a warm process that forks the workers lab 6's checks kill.
+"""The services lab 6's checks run the learner's code as, in the processes they kill.
 
-``python -m helpers.checks.forkserver`` imports kafka-python and sqlite3 once, reads the Kafka
-settings as its first line on stdin (never the command line, where ``ps`` would show secrets),
-then one command a line: ``{"cmd": "fork", "tag": ..., "role": ..., ...}`` forks a **worker** (a
-few milliseconds, instead of a Python start-up per kill) that loads the learner's module from its
-file and runs their code as one of three services:
+Each *life* of a crash check is a :class:`helpers.core.processes.CourseProcess` (forked by the
+fork server, which imported kafka-python and this module once: :data:`PRELOAD`) running
+:func:`work`: it loads the learner's module from its file and runs their code as one of three
+services:
 
 * ``writer``: the orders service, placing orders with ``save_with_outbox``;
 * ``relay``: the outbox relay, calling ``relay`` until the outbox is empty;
@@ -12,28 +11,26 @@ file and runs their code as one of three services:
   for each record and commits the offsets after each batch (at-least-once), up to an offset
   (``until``) or until nothing new came for ``idle_s``.
 
-``{"cmd": "quit"}`` or the end of stdin kills the workers left and exits. Everything the process
-and its workers say is one JSON line on stdout (shorter than a pipe's atomic write): ``forked``,
-``working`` (the learner's code is about to run: a kill at a random time counts from here),
-``freeze`` (the worker stops itself with SIGSTOP just before the operation the check drew; the
-check then SIGKILLs it), ``done``, ``error``, and ``exited`` once the worker is reaped.
+What a worker says (:meth:`helpers.core.processes.Link.say`): ``working`` (the learner's code is
+about to run: a kill at a random time counts from its ``t``), ``freeze`` (the worker stops itself
+with SIGSTOP just before the operation the check drew; the check then kills it), ``done`` (with
+the operations and units of work) and ``error`` (with ``details``: whether the learner's code
+failed, which function, what and where). The Kafka settings travel in the process's config
+(pickled to the fork server, never on a command line where ``ps`` would show secrets).
 
 An **operation** is anything the learner's code does that a crash can fall between: each SQL
 statement it runs on the check's connection (sqlite3's trace callback: BEGIN and COMMIT too, and
 the statements of the ``write``/``apply`` callbacks it calls) and each ``send`` or ``flush`` on
-the producer it was given. Workers run with the POSIX process tools (fork, SIGSTOP), so the lab
-needs Linux, macOS or WSL.
+the producer it was given. Stopping itself needs SIGSTOP, which Windows lacks: there
+:class:`helpers.checks.crashes.CrashLab` says so before anything starts (Linux, macOS or WSL).
 """
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import os
-import select
 import signal
 import sqlite3
-import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -42,8 +39,11 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from ..core.processes import Link
 from ..kafka.clients import TEACHING_CONSUMER, TEACHING_PRODUCER
 from ..kafka.events import Event, decode, encode_value
+from ..patterns.fix import connect as open_db
+from ..patterns.fix import load as load_fix
 
 #: The orders table of the check's orders service (``write(db)`` inserts one row) and the payments
 #: table of its payments service (``apply(db)`` inserts one row: no unique key, so an effect
@@ -52,19 +52,9 @@ ORDERS_TABLE = "CREATE TABLE IF NOT EXISTS orders (order_id TEXT PRIMARY KEY, am
 PAYMENTS_TABLE = "CREATE TABLE IF NOT EXISTS payments (event_id TEXT NOT NULL, amount REAL NOT NULL)"
 #: A worker that is never killed ends by itself after this long (no orphan outlives a broken check).
 MAX_LIFE_S = 60.0
+#: What the fork server imports once, so a life starts with it loaded.
+PRELOAD = ("sqlite3", "kafka", "helpers.patterns.fix", __name__)
 STAMP = "2024-01-01T00:00:00.000000+00:00"  # every check event's occurred_at: values are reproducible
-
-
-def open_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A connection as the contract gives it (FIX_INTERFACE): Python's default transaction handling
-    (an implicit BEGIN before INSERT/UPDATE/DELETE; ``db.commit()`` or ``with db:`` ends it), WAL so
-    another process may read while it writes, ``synchronous=NORMAL`` (a commit survives the process
-    being killed, which is the failure here, without an fsync per commit). Any thread may use it
-    (the checks call the learner's code in a thread of their own, to time it out)."""
-    db = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    return db
 
 
 def order(index: int, run: str) -> tuple[str, str, bytes, bytes, float]:
@@ -90,16 +80,6 @@ def charge(event_id: str, amount: float) -> Callable[[sqlite3.Connection], None]
     return apply
 
 
-def load_fix(path: str | os.PathLike[str], name: str = "learner_fix") -> ModuleType:
-    """The learner's module, loaded fresh from ``path`` (nothing cached in sys.modules)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_{os.getpid()}_{time.monotonic_ns()}", str(path))
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def where(exc: BaseException, path: str | os.PathLike[str]) -> dict[str, Any]:
     """The innermost line of ``path`` in ``exc``'s traceback: {"line": n, "code": "..."} (or {})."""
     target = os.path.realpath(path)
@@ -110,15 +90,6 @@ def where(exc: BaseException, path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # =========================================================================== the worker
-
-
-def emit(event: dict[str, Any]) -> None:
-    """One JSON line on stdout, in one write (atomic on a pipe up to 4096 bytes)."""
-    line = json.dumps(event, default=str)
-    if len(line) > 3500:
-        event = {k: (v[:1000] if isinstance(v, str) else v) for k, v in event.items()}
-        line = json.dumps(event, default=str)[:3500]
-    os.write(1, (line + "\n").encode())
 
 
 class LearnerFailed(Exception):
@@ -132,8 +103,8 @@ class LearnerFailed(Exception):
 class Ops:
     """Counts the learner's operations while their code runs; freezes the process before op ``freeze_at``."""
 
-    def __init__(self, tag: str, freeze_at: int | None):
-        self.tag, self.freeze_at = tag, freeze_at
+    def __init__(self, link: Link, freeze_at: int | None):
+        self.link, self.freeze_at = link, freeze_at
         self.count = 0
         self.inside = False
 
@@ -142,8 +113,11 @@ class Ops:
             return
         self.count += 1
         if self.freeze_at is not None and self.count >= self.freeze_at:
-            emit({"event": "freeze", "tag": self.tag, "pid": os.getpid(), "op": self.count, "what": what[:120]})
-            os.kill(os.getpid(), signal.SIGSTOP)  # every thread stops here, the producer's sender too
+            self.link.say("freeze", pid=os.getpid(), op=self.count, what=what[:120])
+            if hasattr(signal, "SIGSTOP"):
+                os.kill(os.getpid(), signal.SIGSTOP)  # every thread stops here, the producer's sender too
+            else:  # no SIGSTOP (Windows, where CrashLab refuses to start): this thread waits for the kill
+                threading.Event().wait()
 
     @contextlib.contextmanager
     def learner(self) -> Iterator[None]:
@@ -184,7 +158,7 @@ def _call(fix: ModuleType, path: str, name: str, *args: Any, **kwargs: Any) -> A
 def _writer(cmd: dict[str, Any], fix: ModuleType, db: sqlite3.Connection, ops: Ops) -> int:
     path, run, topic, pause = cmd["path"], cmd["run"], cmd["topic"], float(cmd.get("pause_s", 0.0))
     placed = 0
-    emit({"event": "working", "tag": cmd["tag"], "t": time.monotonic()})
+    ops.link.say("working")
     for index in range(cmd["start"], cmd["start"] + cmd["count"]):
         order_id, event_id, key, value, amount = order(index, run)
         with ops.learner():
@@ -200,7 +174,7 @@ def _relay(cmd: dict[str, Any], fix: ModuleType, db: sqlite3.Connection, ops: Op
                                **{**kafka["client_config"], **TEACHING_PRODUCER})
     producer.ops = ops
     published, idle_s, idle_since = 0, float(cmd.get("idle_s", 0.0)), None
-    emit({"event": "working", "tag": cmd["tag"], "t": time.monotonic()})
+    ops.link.say("working")
     while True:
         with ops.learner():
             n = _call(fix, cmd["path"], "relay", db, producer, limit=cmd["limit"])
@@ -226,7 +200,7 @@ def _consumer(cmd: dict[str, Any], fix: ModuleType, db: sqlite3.Connection, ops:
     consumer.position(tp)  # resumes from the committed offset (the earliest when none)
     until, handled = cmd.get("until"), 0
     idle_s, last = float(cmd.get("idle_s", 0.0)), time.monotonic()
-    emit({"event": "working", "tag": cmd["tag"], "t": time.monotonic()})
+    ops.link.say("working")
     while until is None or consumer.position(tp) < until:
         records = consumer.poll(timeout_ms=100).get(tp, [])
         for record in records:
@@ -247,12 +221,11 @@ def _consumer(cmd: dict[str, Any], fix: ModuleType, db: sqlite3.Connection, ops:
 ROLES: dict[str, Callable[..., int]] = {"writer": _writer, "relay": _relay, "consumer": _consumer}
 
 
-def _work(cmd: dict[str, Any], kafka: dict[str, Any]) -> None:
-    """One worker's life (in the forked child): load the module, run the role, say how it went."""
-    tag = cmd["tag"]
-    signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
-    signal.alarm(int(MAX_LIFE_S))  # never outlive a check that went away
-    ops = Ops(tag, cmd.get("freeze_at"))
+def work(link: Link, cmd: dict[str, Any]) -> None:  # pragma: no cover - runs in the killed process
+    """One worker's life: load the module, run the role, say how it went (``done`` or ``error``).
+    ``cmd``: the role, the learner's file (``path``), the database (``db``), ``freeze_at`` (the
+    operation to stop before, or None), the role's own settings and ``kafka`` (the client settings)."""
+    ops = Ops(link, cmd.get("freeze_at"))
     try:
         try:
             fix = load_fix(cmd["path"])
@@ -262,73 +235,13 @@ def _work(cmd: dict[str, Any], kafka: dict[str, Any]) -> None:
         db = open_db(cmd["db"])
         db.set_trace_callback(ops.tick)
         role = cmd["role"]
-        extra = (kafka,) if role in ("relay", "consumer") else ()
+        extra = (cmd["kafka"],) if role in ("relay", "consumer") else ()
         units = ROLES[role](cmd, fix, db, ops, *extra)
-        emit({"event": "done", "tag": tag, "t": time.monotonic(), "ops": ops.count, "units": units})
+        link.say("done", ops=ops.count, units=units)
     except LearnerFailed as failed:
-        emit({"event": "error", "tag": tag, "learner": True, "ops": ops.count, **failed.info})
+        details = {"learner": True, "ops": ops.count, **failed.info}
+        link.say("error", error=f"{details.get('type')}: {details.get('message')}", details=details)
     except Exception as exc:  # noqa: BLE001 - the harness broke: the check says it could not run
-        emit({"event": "error", "tag": tag, "learner": False, "type": type(exc).__name__,
-              "message": str(exc)[:500], "trace": traceback.format_exc()[-1500:]})
-
-
-# =========================================================================== the warm process
-
-
-def main() -> None:  # pragma: no cover - runs in the child process
-    """Read the Kafka settings, then fork a worker per command until told to quit (or stdin ends)."""
-    kafka = json.loads(sys.stdin.readline() or "null")
-    if not kafka:
-        return
-    children: dict[int, str] = {}
-    buffer = b""
-
-    def reap() -> None:
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            tag = children.pop(pid, "")
-            emit({"event": "exited", "tag": tag, "pid": pid,
-                  "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None})
-
-    emit({"event": "ready", "pid": os.getpid()})
-    running = True
-    while running:
-        readable, _, _ = select.select([0], [], [], 0.002)
-        reap()
-        if not readable:
-            continue
-        chunk = os.read(0, 65536)
-        if not chunk:
-            break
-        buffer += chunk
-        while b"\n" in buffer:
-            raw, buffer = buffer.split(b"\n", 1)
-            cmd = json.loads(raw)
-            if cmd.get("cmd") == "quit":
-                running = False
-                break
-            pid = os.fork()
-            if pid == 0:
-                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-                try:
-                    _work(cmd, kafka)
-                finally:
-                    os._exit(0)
-            children[pid] = cmd["tag"]
-            emit({"event": "forked", "tag": cmd["tag"], "pid": pid})
-    for pid in list(children):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while children and time.monotonic() < deadline:
-        reap()
-        time.sleep(0.01)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+        details = {"learner": False, "type": type(exc).__name__, "message": str(exc)[:500],
+                   "trace": traceback.format_exc()[-1500:]}
+        link.say("error", error=f"{details['type']}: {details['message']}", details=details)

@@ -31,7 +31,7 @@ from pathlib import Path
 MIB = 1024 * 1024
 KAFKA_HEAP_MIB = 1024       # kafka-server-start.sh: KAFKA_HEAP_OPTS defaults to -Xmx1G -Xms1G
 KAFKA_JVM_OTHER_MIB = 256   # estimate: metaspace, code cache, thread stacks, direct buffers
-NOTEBOOKS_MIB = 640         # learners' pass peak (README's benchmark), an upper bound here
+NOTEBOOKS_MIB = 640         # two notebooks open at once: the heaviest is 369 MB in docs/durations.json
 NEEDED_MIB = KAFKA_HEAP_MIB + KAFKA_JVM_OTHER_MIB + NOTEBOOKS_MIB
 RECOMMENDED_MIB = 3 * 1024
 DOCKER_INFO_TIMEOUT_S = 5.0

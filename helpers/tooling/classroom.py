@@ -29,10 +29,12 @@ each learner used. The table goes to the terminal, everything to ``OUT/<setup>-<
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import selectors
+import signal
 import statistics
 import subprocess
 import sys
@@ -278,15 +280,17 @@ class Learner:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1,
             env=self.env, cwd=ROOT)
 
-    def stop(self) -> None:
-        """End its stdin (it stops its broker and exits); kill what is left after :data:`STOP_S`."""
+    def stop(self, *, now: bool = False) -> None:
+        """End its stdin (it stops its broker and exits); kill what is left after :data:`STOP_S`,
+        or at once with ``now`` (the class was interrupted)."""
         from .learnerpass import kill_tree
 
         if self.proc is not None:
             if self.proc.stdin:
-                self.proc.stdin.close()
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
             try:
-                self.proc.wait(STOP_S)
+                self.proc.wait(1 if now else STOP_S)
             except subprocess.TimeoutExpired:
                 kill_tree(self.proc.pid)
                 self.proc.wait(10)
@@ -364,7 +368,7 @@ def run_class(notebooks: list[Path], learners: int, setup: str, folder: Path, *,
                                    None if bootstrap else tansu))
                for i in range(1, learners + 1)]
     sampler = MachineSampler(extra)
-    started = time.monotonic()
+    started, finished = time.monotonic(), False
     try:
         with sampler:
             for learner in members:
@@ -373,9 +377,10 @@ def run_class(notebooks: list[Path], learners: int, setup: str, folder: Path, *,
                 print(f"{setup}, {learners} learner(s): {path.relative_to(ROOT)} ...", flush=True)
                 _lockstep(members, path)
             class_cpu = _cpu(extra[0]) - class_cpu_before if extra else 0.0
+            finished = True
     finally:
         for learner in members:
-            learner.stop()
+            learner.stop(now=not finished)
         if class_broker:
             _broker_cli(class_env, "stop")
     return {"setup": setup, "learners": learners, "time_scale": time_scale,
@@ -399,7 +404,7 @@ def summarize(run: dict[str, Any], alone: dict[str, Any] | None = None) -> dict[
     alone_s = {r["notebook"]: r.get("seconds") for r in next(iter((alone or {}).get("rows", {}).values()), [])}
     learners = run["rows"]
     notebooks = []
-    for name in run["notebooks"]:
+    for name in dict.fromkeys(run["notebooks"]):  # a notebook named twice is one line (all its runs)
         rows = [r for rs in learners.values() for r in rs if r["notebook"] == name]
         seconds = [r.get("seconds", 0.0) for r in rows]
         silences = [r["longest_silence_s"] for r in rows if r.get("longest_silence_s") is not None]
@@ -497,6 +502,8 @@ def run(args: argparse.Namespace) -> int:
     """Measure each setup (alone, then the class), print the tables, write the JSON; 1 if a
     learner's notebook failed or a verdict did not hold."""
     time_scale = time_scale_arg(args.time_scale)
+    # SIGTERM ends the class as Ctrl-C does: through run_class's clean-up (learners, class broker)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.learners < 1:
         raise UsageError(f"learners must be at least 1, got {args.learners}")
     if args.kernel_starts < 1:

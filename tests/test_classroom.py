@@ -135,14 +135,16 @@ def tiny_notebook():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.slow  # three kernel starts (10 s)
-def test_a_kernel_whose_port_was_taken_is_started_again_on_fresh_ports(tiny_notebook, monkeypatch):
+@pytest.mark.slow  # three kernel starts over TCP (10 s)
+def test_over_tcp_a_kernel_whose_port_was_taken_is_started_again_on_fresh_ports(tiny_notebook, monkeypatch):
     """The race, made certain: the kernel manager is handed a port that another socket holds
     (as when a port it picked is taken before the kernel binds it), so the kernel dies with
     `Address already in use` before its first cell. With one start that fails the notebook; the
-    runner starts it again on fresh ports and the notebook runs."""
+    runner starts it again on fresh ports and the notebook runs. (Over TCP: Windows, where the
+    runner has no Unix sockets.)"""
     from jupyter_client.connect import LocalPortCache
 
+    monkeypatch.setattr(runner, "KERNEL_TRANSPORT", "tcp")
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -164,6 +166,34 @@ def test_a_kernel_whose_port_was_taken_is_started_again_on_fresh_ports(tiny_note
         taken.close()
     assert again.ok and again.kernel_starts == 2, again
     assert runner.ran_a_cell(out / tiny_notebook.relative_to(ROOT))
+
+
+@pytest.mark.slow  # one kernel start (3 s)
+@pytest.mark.skipif(os.name != "posix", reason="Unix domain sockets")
+def test_the_runner_s_kernels_pick_no_port_so_there_is_nothing_to_race_for(tiny_notebook, monkeypatch, tmp_path):
+    """Over Unix domain sockets the kernel manager picks no TCP port (the race's first half) and
+    the kernel binds files in a folder of its own, removed afterwards."""
+    from jupyter_client.connect import LocalPortCache
+
+    def no_port(self, ip):
+        raise AssertionError("a TCP port was picked")
+
+    monkeypatch.setattr(LocalPortCache, "find_available_port", no_port)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the kernel's socket folder goes
+    import tempfile as tempfile_module
+
+    monkeypatch.setattr(tempfile_module, "tempdir", None)  # read TMPDIR again
+    source = nbformat.read(tiny_notebook, 4)
+    source.cells = [nbformat.v4.new_code_cell("from ipykernel import get_connection_info\n"
+                                              "print(get_connection_info(unpack=True)['transport'])")]
+    nbformat.write(source, tiny_notebook)
+    result = runner.run_notebook(tiny_notebook, out_dir=tiny_notebook.parent / "out")
+    assert result.ok and result.kernel_starts == 1, result
+    executed = nbformat.read(tiny_notebook.parent / "out" / tiny_notebook.relative_to(ROOT), 4)
+    assert executed.cells[0].outputs[0]["text"].strip() == "ipc"
+    assert not list(tmp_path.glob("course-kernel-*")), "the kernel's socket folder was left behind"
+    with pytest.raises(ValueError, match="transport"):
+        runner.kernel_config(str(tmp_path), "udp")
 
 
 def test_a_notebook_that_failed_in_a_cell_is_not_run_again(tmp_path):

@@ -1,24 +1,30 @@
 """``python -m helpers run``: execute notebooks headless with papermill and print a table.
 
-A kernel that dies before its first cell ran is started again, on fresh ports, up to
-:data:`KERNEL_STARTS` times. Jupyter's kernel manager picks the kernel's five ports by binding
-port 0 and closing the socket, writes them to the connection file, and the kernel binds them
-a moment later; anything that takes one of those ports in between (another kernel started in
-the same second, a client connection given it as its ephemeral port) makes the kernel exit
-with ``ZMQError: Address already in use`` and papermill raise ``Kernel died before replying to
-kernel_info`` (jupyter_client issue 487). JupyterLab's kernel restarter does the same
-(``KernelRestarter.random_ports_until_alive``); papermill has no restarter, so the runner,
-the learners' pass and ``python -m helpers classroom`` (16 kernels starting at once) do it here.
+The kernels it starts talk over Unix domain sockets (Jupyter's ``ipc`` transport, in a fresh
+temporary folder per kernel), not TCP ports, wherever there are such sockets (Linux, macOS).
+Over TCP, Jupyter's kernel manager picks the kernel's five ports by binding port 0 and closing
+the socket, writes them to the connection file, and the kernel binds them a moment later; a
+port taken in between (another kernel started in the same second: 16 learners of
+``python -m helpers classroom`` starting a notebook at once) kills the kernel with
+``ZMQError: Address already in use`` (jupyter_client issue 487), and papermill's client, its
+shell socket connected to whatever holds that port, can then wait for ever in its first send.
+A socket file in a folder of its own has no such race. Where there are no Unix sockets
+(Windows: TCP), and for any other kernel that dies before its first cell ran, the kernel is
+started again, up to :data:`KERNEL_STARTS` times, as JupyterLab's kernel restarter does
+(``KernelRestarter.random_ports_until_alive``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.params import ENV_TIME_SCALE, check_int, check_positive
 from . import UsageError, connect_kafka
@@ -27,6 +33,8 @@ from .paths import BUILD, LABS, LESSONS, ROOT
 RUN_DIR = BUILD / "run"
 #: How many times a notebook's kernel is started when it dies before its first cell ran.
 KERNEL_STARTS = 3
+#: How the runner's kernels talk to papermill: Unix domain sockets where there are some.
+KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"
 
 
 def course_notebooks() -> list[Path]:
@@ -56,6 +64,20 @@ def ran_a_cell(executed: Path) -> bool:
     return any((cell.get("metadata", {}).get("papermill") or {}).get("start_time") for cell in cells)
 
 
+def kernel_config(folder: str, transport: str | None = None) -> Any:
+    """The kernel manager's configuration for one kernel over ``transport`` (default
+    :data:`KERNEL_TRANSPORT`): with ``ipc``, its sockets are the files ``folder/kernel-1`` ...
+    ``kernel-5`` (the folder is the kernel's alone); with ``tcp``, ports picked as usual."""
+    from traitlets.config import Config
+
+    transport = transport or KERNEL_TRANSPORT
+    if transport not in ("ipc", "tcp"):
+        raise ValueError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
+    if transport == "tcp":
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel")}})
+
+
 def run_notebook(path: Path, out_dir: Path = RUN_DIR, time_scale: float = 0.1, timeout: int = 300,
                  kernel_starts: int = KERNEL_STARTS) -> Result:
     """Execute one notebook (kernel cwd = its folder) into ``out_dir``; a failure is a Result, not
@@ -73,13 +95,17 @@ def run_notebook(path: Path, out_dir: Path = RUN_DIR, time_scale: float = 0.1, t
     start = 1
     while True:
         out.unlink(missing_ok=True)  # so ran_a_cell reads this attempt's notebook
+        sockets = tempfile.mkdtemp(prefix="course-kernel-")
         try:
             papermill.execute_notebook(str(path), str(out), cwd=str(path.parent), kernel_name="python3",
-                                       progress_bar=False, execution_timeout=timeout, log_output=False)
+                                       progress_bar=False, execution_timeout=timeout, log_output=False,
+                                       config=kernel_config(sockets))
             return Result(name, time.monotonic() - started, True, kernel_starts=start)
         except Exception as exc:  # noqa: BLE001 - the table reports it; the exit code fails the run
             last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
             error = f"{type(exc).__name__}: {last}"
+        finally:
+            shutil.rmtree(sockets, ignore_errors=True)
         if start >= kernel_starts or ran_a_cell(out):
             return Result(name, time.monotonic() - started, False, error, kernel_starts=start)
         print(f"{name}: the kernel did not start ({error}); starting it again on fresh ports",

@@ -49,7 +49,7 @@ from ..core.lifecycle import CourseThread
 from ..core.params import ENV_TIME_SCALE, check_int, check_positive
 from . import UsageError
 from .paths import BUILD, ROOT
-from .runner import KERNEL_STARTS, notebook_paths, time_scale_arg
+from .runner import KERNEL_STARTS, KERNEL_TRANSPORT, notebook_paths, time_scale_arg
 
 #: What a class runs in lockstep by default: lessons 4-7 and lab 3, in course order.
 LOCKSTEP = ("lessons/04_asynchronous_events.ipynb", "lessons/05_temporal_coupling.ipynb",
@@ -64,12 +64,13 @@ SAMPLE_S = 1.0
 STOP_S = 60.0
 MB = 2 ** 20
 
-ENV_BOOTSTRAP, ENV_CONFIG, ENV_STATE, ENV_PROGRESS, ENV_TANSU = (
-    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_CONFIG", "COURSE_STATE_DIR", "COURSE_PROGRESS_FILE", "CALF_TANSU_BIN")
+ENV_BOOTSTRAP, ENV_CONFIG, ENV_STATE, ENV_PROGRESS, ENV_TANSU, ENV_KAFKA = (
+    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_CONFIG", "COURSE_STATE_DIR", "COURSE_PROGRESS_FILE", "CALF_TANSU_BIN",
+    "COURSE_KAFKA")
 #: Settings that would make learners share a folder or a Kafka: each learner gets its own.
-NOT_INHERITED = (ENV_BOOTSTRAP, ENV_CONFIG, ENV_STATE, ENV_PROGRESS, "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR",
-                 "JUPYTER_CONFIG_DIR", "IPYTHONDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
-                 "XDG_RUNTIME_DIR")
+NOT_INHERITED = (ENV_BOOTSTRAP, ENV_CONFIG, ENV_STATE, ENV_PROGRESS, ENV_KAFKA, "COURSE_KAFKA_FILE",
+                 "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "IPYTHONDIR", "XDG_CACHE_HOME",
+                 "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR")
 
 #: A verdict that held: a claim check's line, or a lab check that passed (helpers.checks.feedback).
 HELD = re.compile(r"^(C\d+ holds: |\[Lab \d+ · [^\]]+\] Passed: )", re.MULTILINE)
@@ -111,13 +112,15 @@ def learner_env(base: dict[str, str], home: Path, time_scale: float, bootstrap: 
                 tansu: str | None = None) -> dict[str, str]:
     """The environment of one learner: ``base`` without the settings of :data:`NOT_INHERITED`,
     with ``HOME``, ``COURSE_STATE_DIR`` and ``COURSE_PROGRESS_FILE`` in ``home``, the time scale,
-    and either the class broker (``bootstrap``, and ``KAFKA_CONFIG`` from ``base`` for a
-    SASL cluster) or none (the learner's own embedded broker, whose binary is ``tansu``)."""
+    and the Kafka chosen explicitly, as the hub recipe does (``COURSE_KAFKA``, so no learner adopts
+    a Kafka on 127.0.0.1:9092): the class broker (``bootstrap``, and ``KAFKA_CONFIG`` from ``base``
+    for a SASL cluster) or ``embedded`` (the learner's own broker, whose binary is ``tansu``)."""
     check_positive("time_scale", time_scale)
     env = {k: v for k, v in base.items() if k not in NOT_INHERITED}
     state = home / ".cache" / "asynchronous-events"
     env.update({"HOME": str(home), ENV_STATE: str(state), ENV_PROGRESS: str(state / "progress.json"),
                 ENV_TIME_SCALE: f"{time_scale:g}"})
+    env[ENV_KAFKA] = bootstrap or "embedded"
     if bootstrap:
         env[ENV_BOOTSTRAP] = bootstrap
         if base.get(ENV_CONFIG):
@@ -180,12 +183,15 @@ def run_learner_notebook(path: Path, out: Path, time_scale: float, kernel_starts
     return row
 
 
-def learner_main(out: Path, time_scale: float, kernel_starts: int) -> int:
+def learner_main(out: Path, time_scale: float, kernel_starts: int, transport: str = KERNEL_TRANSPORT) -> int:
     """A learner's process: run each notebook named on a line of stdin, answer a JSON line on
     stdout; at the end of stdin stop the learner's own broker. Everything else it and its
     kernels print goes to stderr (the learner's log)."""
+    from . import runner
     from .learnerpass import die_with_parent
 
+    runner.kernel_config("", transport)  # a ValueError names a bad transport
+    runner.KERNEL_TRANSPORT = transport
     die_with_parent()
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
@@ -269,14 +275,14 @@ class Learner:
     def name(self) -> str:
         return f"learner-{self.index:02d}"
 
-    def start(self, time_scale: float, kernel_starts: int) -> None:
+    def start(self, time_scale: float, kernel_starts: int, transport: str = KERNEL_TRANSPORT) -> None:
         """Start the learner's process; it waits for its first notebook."""
         home = Path(self.env["HOME"])
         home.mkdir(parents=True, exist_ok=True)
         self.log = open(self.folder / "learner.log", "w")  # closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "helpers.tooling.classroom", "--learner", str(self.folder / "run"),
-             "--time-scale", f"{time_scale:g}", "--kernel-starts", str(kernel_starts)],
+             "--time-scale", f"{time_scale:g}", "--kernel-starts", str(kernel_starts), "--kernel-transport", transport],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1,
             env=self.env, cwd=ROOT)
 
@@ -342,7 +348,7 @@ def _broker_cli(env: dict[str, str], action: str) -> dict[str, Any]:
 
 
 def run_class(notebooks: list[Path], learners: int, setup: str, folder: Path, *, time_scale: float = 1.0,
-              kernel_starts: int = KERNEL_STARTS) -> dict[str, Any]:
+              kernel_starts: int = KERNEL_STARTS, transport: str = KERNEL_TRANSPORT) -> dict[str, Any]:
     """Run ``learners`` learners through ``notebooks`` in lockstep with setup ``own`` or
     ``shared``, their folders under ``folder``; return what was measured (see the module docstring)."""
     check_int("learners", learners)
@@ -372,7 +378,7 @@ def run_class(notebooks: list[Path], learners: int, setup: str, folder: Path, *,
     try:
         with sampler:
             for learner in members:
-                learner.start(time_scale, kernel_starts)
+                learner.start(time_scale, kernel_starts, transport)
             for path in notebooks:
                 print(f"{setup}, {learners} learner(s): {path.relative_to(ROOT)} ...", flush=True)
                 _lockstep(members, path)
@@ -472,17 +478,6 @@ def table(run: dict[str, Any], summary: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- the command
 
-def check_no_docker_kafka() -> None:
-    """UsageError if Kafka answers on 127.0.0.1:9092: each learner's ``helpers.connect()`` would
-    use it (the laptop's order) instead of an embedded broker of its own."""
-    from ..kafka.broker import DOCKER_ADDRESS
-    from ..kafka.probe import probe
-
-    if probe(*DOCKER_ADDRESS, timeout=1.0) == "kafka":
-        raise UsageError("Kafka answers on 127.0.0.1:9092, so every learner would use it instead of a broker of "
-                         "their own: stop it (docker compose -f docker/compose.yml down) or measure --setup shared")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--learners N``, ``--setup``, ``--time-scale``, ``--no-baseline``, ``--out``, ``--kernel-starts``, notebooks."""
     parser.add_argument("--learners", type=int, default=2, help="learners at once (default 2)")
@@ -495,6 +490,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel-starts", type=int, default=KERNEL_STARTS,
                         help=f"starts of a kernel that dies before its first cell (default {KERNEL_STARTS}; "
                              "1 shows the port race)")
+    parser.add_argument("--kernel-transport", choices=["ipc", "tcp"], default=KERNEL_TRANSPORT,
+                        help=f"how kernels talk to their client (default {KERNEL_TRANSPORT}); tcp with "
+                             "--kernel-starts 1 is the runner before issue 20, with its port race")
     parser.add_argument("notebooks", nargs="*", help="the notebooks, in order (default: lessons 4-7 and lab 3)")
 
 
@@ -510,8 +508,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"kernel_starts must be at least 1, got {args.kernel_starts}")
     notebooks = notebook_paths(args.notebooks) or [ROOT / nb for nb in LOCKSTEP]
     setups = list(SETUPS) if args.setup == "both" else [args.setup]
-    if "own" in setups:
-        check_no_docker_kafka()
     out: Path = args.out.resolve()
     good = True
     for setup in setups:
@@ -523,9 +519,9 @@ def run(args: argparse.Namespace) -> int:
         alone = None
         if args.learners > 1 and not args.no_baseline:
             alone = run_class(notebooks, 1, setup, folder / "alone", time_scale=time_scale,
-                              kernel_starts=args.kernel_starts)
+                              kernel_starts=args.kernel_starts, transport=args.kernel_transport)
         result = run_class(notebooks, args.learners, setup, folder / "class", time_scale=time_scale,
-                           kernel_starts=args.kernel_starts)
+                           kernel_starts=args.kernel_starts, transport=args.kernel_transport)
         summary = summarize(result, alone or (result if args.learners == 1 else None))
         report = {"class": result, "alone": alone, "summary": summary}
         (out / f"{setup}-{args.learners}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -545,8 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--learner", type=Path, required=True)
         parser.add_argument("--time-scale", type=float, default=1.0)
         parser.add_argument("--kernel-starts", type=int, default=KERNEL_STARTS)
+        parser.add_argument("--kernel-transport", choices=["ipc", "tcp"], default=KERNEL_TRANSPORT)
         args = parser.parse_args(argv)
-        return learner_main(args.learner, args.time_scale, args.kernel_starts)
+        return learner_main(args.learner, args.time_scale, args.kernel_starts, args.kernel_transport)
     from . import standalone
 
     return standalone("python -m helpers.tooling.classroom", __doc__.splitlines()[0], add_arguments, run, argv)

@@ -35,6 +35,11 @@ RUN_DIR = BUILD / "run"
 KERNEL_STARTS = 3
 #: How the runner's kernels talk to papermill: Unix domain sockets where there are some.
 KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"
+#: Seconds papermill waits, after a cell's reply, for the rest of its output. Papermill's 4 s
+#: (nbclient's ``iopub_timeout``, raised on) failed 4 to 13 of 16 learners of a class on 2 cores
+#: with ``CellTimeoutError`` ("Timeout waiting for IOPub output"): a busy client reads a live
+#: figure's updates late. JupyterLab has no such limit; the cell's own timeout still applies.
+IOPUB_TIMEOUT_S = 60
 
 
 def course_notebooks() -> list[Path]:
@@ -99,7 +104,7 @@ def run_notebook(path: Path, out_dir: Path = RUN_DIR, time_scale: float = 0.1, t
         try:
             papermill.execute_notebook(str(path), str(out), cwd=str(path.parent), kernel_name="python3",
                                        progress_bar=False, execution_timeout=timeout, log_output=False,
-                                       config=kernel_config(sockets))
+                                       config=kernel_config(sockets), iopub_timeout=IOPUB_TIMEOUT_S)
             return Result(name, time.monotonic() - started, True, kernel_starts=start)
         except Exception as exc:  # noqa: BLE001 - the table reports it; the exit code fails the run
             last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""

@@ -246,7 +246,7 @@ def _left_under(folder: Path) -> list[str]:
     return left
 
 
-@pytest.mark.slow  # two learners, lab 2 at time scale 0.1, each setup in turn: about 60 s on 2 cores
+@pytest.mark.slow  # two learners, lab 2 at time scale 0.1, each setup in turn: about 22 s on 2 cores
 def test_two_learners_run_lab_2_in_each_setup_and_leave_nothing_behind(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_CONFIG")}
     env["PYTHONPATH"] = str(ROOT)

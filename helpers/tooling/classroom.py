@@ -5,7 +5,8 @@ lesson 5": every learner starts each notebook at the same moment, and the next n
 starts when the last learner has finished this one. Each learner is a process of its own
 (standing in for the learner's Jupyter server) with a home-like folder of its own: ``HOME``,
 ``COURSE_STATE_DIR`` and ``COURSE_PROGRESS_FILE`` point into it, so its kernels, its embedded
-broker and its lab progress are its own, as on a JupyterHub with one Unix user per learner.
+broker and its lab progress are its own, as on a JupyterHub with one Unix user per learner, and
+``COURSE_KAFKA`` names its Kafka, as the hub recipe sets it (docs/sizing.md).
 The notebooks run at time scale 1.0 unless told (``--time-scale``), through the learners'
 pass (:func:`helpers.tooling.learnerpass.run_pass`: papermill, the screen-update times, the
 peak memory of the kernel with what it started and its broker).
@@ -130,6 +131,11 @@ def learner_env(base: dict[str, str], home: Path, time_scale: float, bootstrap: 
     return env
 
 
+def load_1m() -> float | None:
+    """The machine's 1-minute load average, None where there is none (Windows)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def _cpu(proc: psutil.Process | int | None) -> float:
     """CPU seconds (user + system) of a process so far; 0 for None or one that is gone."""
     try:
@@ -144,8 +150,6 @@ def run_learner_notebook(path: Path, out: Path, time_scale: float, kernel_starts
     the pass's (seconds, ok, error, peak memory, kernel starts), the verdicts, the longest
     silence, and the CPU seconds of its kernel (with what it started), of the learner's broker
     and of this process (papermill's client, standing in for the learner's Jupyter server)."""
-    import resource
-
     from ..kafka import embedded
     from .learnerpass import longest_silence, run_pass
 
@@ -156,15 +160,16 @@ def run_learner_notebook(path: Path, out: Path, time_scale: float, kernel_starts
         except psutil.Error:
             return None
 
-    def cpu(who: int) -> float:
-        usage = resource.getrusage(who)
-        return float(usage.ru_utime + usage.ru_stime)
+    def cpu() -> tuple[float, float]:
+        """CPU seconds of this process's children that ended (its kernels), and of itself."""
+        times = psutil.Process().cpu_times()
+        return float(times.children_user + times.children_system), float(times.user + times.system)
 
-    kernel_before, self_before = cpu(resource.RUSAGE_CHILDREN), cpu(resource.RUSAGE_SELF)
+    kernel_before, self_before = cpu()
     brk, brk_before = broker(), _cpu(broker())
     summary = run_pass([path], out, workers=1, time_scale=time_scale, sample_interval=SAMPLE_S,
                        kernel_starts=kernel_starts)
-    kernel_after, self_after = cpu(resource.RUSAGE_CHILDREN), cpu(resource.RUSAGE_SELF)
+    kernel_after, self_after = cpu()
     brk_after = _cpu(brk or broker())
     name = str(path.relative_to(ROOT))
     row = {"notebook": name, **summary["notebooks"][name]}
@@ -224,7 +229,7 @@ class MachineSampler(CourseThread):
         self.extra = list(extra or [])
         self.cpu: list[float] = []
         self.peak_rss = 0
-        self.load_before = os.getloadavg()[0]
+        self.load_before = load_1m()
         psutil.cpu_percent(None)  # the first call only starts the window
 
     def class_rss(self) -> int:
@@ -257,7 +262,7 @@ class MachineSampler(CourseThread):
         """Peak class memory, machine CPU (mean and peak, % of all CPUs), 1-minute load before and after."""
         return {"peak_class_rss_mb": round(self.peak_rss / MB), "cpu_mean_percent": round(statistics.fmean(self.cpu), 1)
                 if self.cpu else None, "cpu_peak_percent": max(self.cpu, default=None),
-                "load_1m_before": round(self.load_before, 2), "load_1m_after": round(os.getloadavg()[0], 2)}
+                "load_1m_before": self.load_before, "load_1m_after": load_1m()}
 
 
 @dataclass

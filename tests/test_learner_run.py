@@ -13,6 +13,8 @@ from typing import Any
 import nbformat
 import pytest
 
+from helpers.tooling.learnerpass import longest_silence
+
 # The first test to use ``learner_run`` waits for the whole pass (minutes): pytest-timeout
 # counts fixture setup, so these tests get an hour instead of the suite's default.
 pytestmark = pytest.mark.timeout(3600)
@@ -74,17 +76,6 @@ def test_every_claim_check_prints_a_verdict_line(learner_run, claim_notebook):
     result = learner_run.result(claim_notebook)
     note = "" if result["ok"] else f" (the notebook failed: {result['error']})"
     assert not missing, f"{claim_notebook}{note}:\n  " + "\n  ".join(missing)
-
-
-def longest_silence(cell: Any) -> float | None:
-    """The longest stretch (seconds) the screen stayed unchanged while ``cell`` ran, from
-    the times the learner pass recorded; None if it recorded none."""
-    timing = cell.metadata.get("learner_run") or {}
-    ran, updates = timing.get("ran_s"), timing.get("updates_s")
-    if ran is None or updates is None:
-        return None
-    marks = [0.0, *sorted(updates), ran]
-    return max(b - a for a, b in zip(marks, marks[1:], strict=False))
 
 
 def shows_progress(cell: Any) -> bool:

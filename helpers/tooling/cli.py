@@ -41,6 +41,8 @@ COMMANDS: tuple[Command, ...] = (
             "labs: build learner notebooks and solutions from labs/sources | check they are in sync"),
     Command("bench", "helpers.tooling.bench",
             "benchmark table (notebook seconds, broker readiness, throughput ratios, memory)"),
+    Command("classroom", "helpers.tooling.classroom",
+            "N learners at once on this machine, in lockstep: each one's time and verdicts, the peak memory and CPU"),
     Command("strip", "helpers.tooling.lint", "strip outputs from notebooks (all by default)"),
     Command("links", "helpers.tooling.links", "launch links (Binder, class JupyterHub) for every lesson and lab"),
     Command("site", "helpers.tooling.site", "build the course website from executed notebooks"),

@@ -8,7 +8,7 @@ lessons/ and labs/solutions/, and writes ``OUT/summary.json``::
     {"time_scale": 1.0, "kafka": ..., "seconds": total, "workers": 2,
      "machine": {"cpus", "cpu", "memory_gb", "platform", "python", "load_average_1m", "date"},
      "load_average_1m_after": ...,
-     "notebooks": {"lessons/04_x.ipynb": {"seconds", "ok", "error", "peak_memory_mb"}, ...}}
+     "notebooks": {"lessons/04_x.ipynb": {"seconds", "ok", "error", "peak_memory_mb", "kernel_starts"}, ...}}
 
 The machine and its load (at the start and the end) say what the seconds mean: docs/durations.json
 (:mod:`helpers.tooling.durations`) keeps them with the figures it takes from the summary.
@@ -40,7 +40,7 @@ import psutil
 from ..core.params import check_positive
 from . import UsageError, connect_kafka, standalone
 from .bench import RssSampler, machine
-from .runner import Result, course_notebooks, notebook_paths, run_notebook
+from .runner import KERNEL_STARTS, Result, course_notebooks, notebook_paths, run_notebook
 
 TIME_SCALE = 1.0
 CELL_TIMEOUT_S = 300
@@ -83,10 +83,26 @@ def timed_client_class() -> type:
     return TimedNotebookClient
 
 
-def run_pass(notebooks: list[Path], out: Path, workers: int = WORKERS) -> dict[str, Any]:
-    """Execute ``notebooks`` at time scale 1.0 into ``out``, ``workers`` at a time, printing a
-    line per notebook; write and return the summary."""
+def longest_silence(cell: Any) -> float | None:
+    """The longest stretch (seconds) the screen stayed unchanged while ``cell`` ran, from the
+    times this pass recorded (``metadata.learner_run``); None if it recorded none."""
+    timing = cell.metadata.get("learner_run") or {}
+    ran, updates = timing.get("ran_s"), timing.get("updates_s")
+    if ran is None or updates is None:
+        return None
+    marks = [0.0, *sorted(updates), ran]
+    return max(b - a for a, b in zip(marks, marks[1:], strict=False))
+
+
+def run_pass(notebooks: list[Path], out: Path, workers: int = WORKERS, time_scale: float = TIME_SCALE,
+             sample_interval: float = 0.1, kernel_starts: int = KERNEL_STARTS) -> dict[str, Any]:
+    """Execute ``notebooks`` at ``time_scale`` (the learner's 1.0 unless told) into ``out``,
+    ``workers`` at a time, sampling memory every ``sample_interval`` s and printing a line per
+    notebook; write and return the summary. A kernel that dies before its first cell is started
+    again, ``kernel_starts`` times in all (:func:`helpers.tooling.runner.run_notebook`)."""
     check_positive("workers", workers)
+    check_positive("time_scale", time_scale)
+    check_positive("sample_interval", sample_interval)
     import papermill.engines
 
     from ..kafka import embedded
@@ -98,14 +114,15 @@ def run_pass(notebooks: list[Path], out: Path, workers: int = WORKERS) -> dict[s
     out.mkdir(parents=True, exist_ok=True)
     peaks: dict[str, float] = {}
     say = threading.Lock()
-    print(f"learner run: {len(notebooks)} notebook(s) at time scale {TIME_SCALE} into {out}", flush=True)
+    print(f"learner run: {len(notebooks)} notebook(s) at time scale {time_scale:g} into {out}", flush=True)
     where = machine()
     started = time.monotonic()
 
     def run_one(path: Path) -> Result:
         # With two notebooks at once, each sampler counts its own notebook's kernel (and the broker).
-        with RssSampler(broker_pid, kernel=lambda: KERNELS.get(str(path))) as rss:
-            result = run_notebook(path, out_dir=out, time_scale=TIME_SCALE, timeout=CELL_TIMEOUT_S)
+        with RssSampler(broker_pid, sample_interval, kernel=lambda: KERNELS.get(str(path))) as rss:
+            result = run_notebook(path, out_dir=out, time_scale=time_scale, timeout=CELL_TIMEOUT_S,
+                                  kernel_starts=kernel_starts)
         peaks[result.notebook] = round(rss.peak_total / 2**20, 1)
         with say:
             print(f"learner run: {result.notebook:<45} {result.seconds:6.1f} s  {peaks[result.notebook]:6.0f} MB  "
@@ -115,14 +132,15 @@ def run_pass(notebooks: list[Path], out: Path, workers: int = WORKERS) -> dict[s
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="learner-run") as pool:
         results = list(pool.map(run_one, notebooks))
     summary = {
-        "time_scale": TIME_SCALE,
+        "time_scale": time_scale,
         "kafka": kafka.describe() if hasattr(kafka, "describe") else str(kafka),
         "seconds": round(time.monotonic() - started, 1),
         "workers": workers,
         "machine": where,
         "load_average_1m_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "notebooks": {r.notebook: {"seconds": round(r.seconds, 1), "ok": r.ok, "error": r.error,
-                                   "peak_memory_mb": peaks.get(r.notebook, 0.0)} for r in results},
+                                   "peak_memory_mb": peaks.get(r.notebook, 0.0),
+                                   "kernel_starts": r.kernel_starts} for r in results},
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"learner run: {summary['seconds']:.1f} s in all", flush=True)
@@ -160,6 +178,16 @@ def _die_cleanly(signum: int, frame: Any) -> None:
     os._exit(128 + signum)
 
 
+def die_with_parent() -> None:
+    """On SIGTERM, or when the process that started this one dies (Linux), kill every process
+    this one started (kernels, consumer processes, a broker) and exit: no orphans."""
+    signal.signal(signal.SIGTERM, _die_cleanly)
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """OUT, notebooks (default: all) and ``--workers``."""
     parser.add_argument("out", type=Path, help="folder for the executed notebooks and summary.json")
@@ -171,11 +199,7 @@ def run(args: argparse.Namespace) -> int:
     """0 when every notebook ran to the end, 1 when one failed."""
     if args.workers < 1:
         raise UsageError(f"workers must be at least 1, got {args.workers}")
-    signal.signal(signal.SIGTERM, _die_cleanly)
-    if sys.platform == "linux":  # die with the test session that started us
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    die_with_parent()  # with the test session that started us
     paths = notebook_paths(args.notebooks) or course_notebooks()
     summary = run_pass(paths, args.out.resolve(), args.workers)
     return 0 if all(n["ok"] for n in summary["notebooks"].values()) else 1

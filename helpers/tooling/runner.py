@@ -1,17 +1,45 @@
-"""``python -m helpers run``: execute notebooks headless with papermill and print a table."""
+"""``python -m helpers run``: execute notebooks headless with papermill and print a table.
+
+The kernels it starts talk over Unix domain sockets (Jupyter's ``ipc`` transport, in a fresh
+temporary folder per kernel), not TCP ports, wherever there are such sockets (Linux, macOS).
+Over TCP, Jupyter's kernel manager picks the kernel's five ports by binding port 0 and closing
+the socket, writes them to the connection file, and the kernel binds them a moment later; a
+port taken in between (another kernel started in the same second: 16 learners of
+``python -m helpers classroom`` starting a notebook at once) kills the kernel with
+``ZMQError: Address already in use`` (jupyter_client issue 487), and papermill's client, its
+shell socket connected to whatever holds that port, can then wait for ever in its first send.
+A socket file in a folder of its own has no such race. Where there are no Unix sockets
+(Windows: TCP), and for any other kernel that dies before its first cell ran, the kernel is
+started again, up to :data:`KERNEL_STARTS` times, as JupyterLab's kernel restarter does
+(``KernelRestarter.random_ports_until_alive``).
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..core.params import ENV_TIME_SCALE, check_positive
+from ..core.params import ENV_TIME_SCALE, check_int, check_positive
 from . import UsageError, connect_kafka
 from .paths import BUILD, LABS, LESSONS, ROOT
 
 RUN_DIR = BUILD / "run"
+#: How many times a notebook's kernel is started when it dies before its first cell ran.
+KERNEL_STARTS = 3
+#: How the runner's kernels talk to papermill: Unix domain sockets where there are some.
+KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"
+#: Seconds papermill waits, after a cell's reply, for the rest of its output. Papermill's 4 s
+#: (nbclient's ``iopub_timeout``, raised on) failed 4 to 13 of 16 learners of a class on 2 cores
+#: with ``CellTimeoutError`` ("Timeout waiting for IOPub output"): a busy client reads a live
+#: figure's updates late. JupyterLab has no such limit; the cell's own timeout still applies.
+IOPUB_TIMEOUT_S = 60
 
 
 def course_notebooks() -> list[Path]:
@@ -27,25 +55,67 @@ class Result:
     seconds: float
     ok: bool
     error: str = ""
+    #: kernels started: 1, or more when a kernel died before its first cell (the port race)
+    kernel_starts: int = 1
 
 
-def run_notebook(path: Path, out_dir: Path = RUN_DIR, time_scale: float = 0.1, timeout: int = 300) -> Result:
-    """Execute one notebook (kernel cwd = its folder) into ``out_dir``; a failure is a Result, not an exception."""
+def ran_a_cell(executed: Path) -> bool:
+    """True if papermill started a cell of the notebook it wrote to ``executed`` (it records a
+    ``start_time`` per cell); False when the file is missing or no cell started."""
+    try:
+        cells = json.loads(executed.read_text()).get("cells", [])
+    except (OSError, ValueError):
+        return False
+    return any((cell.get("metadata", {}).get("papermill") or {}).get("start_time") for cell in cells)
+
+
+def kernel_config(folder: str, transport: str | None = None) -> Any:
+    """The kernel manager's configuration for one kernel over ``transport`` (default
+    :data:`KERNEL_TRANSPORT`): with ``ipc``, its sockets are the files ``folder/kernel-1`` ...
+    ``kernel-5`` (the folder is the kernel's alone); with ``tcp``, ports picked as usual."""
+    from traitlets.config import Config
+
+    transport = transport or KERNEL_TRANSPORT
+    if transport not in ("ipc", "tcp"):
+        raise ValueError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
+    if transport == "tcp":
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel")}})
+
+
+def run_notebook(path: Path, out_dir: Path = RUN_DIR, time_scale: float = 0.1, timeout: int = 300,
+                 kernel_starts: int = KERNEL_STARTS) -> Result:
+    """Execute one notebook (kernel cwd = its folder) into ``out_dir``; a failure is a Result, not
+    an exception. A kernel that dies before the first cell ran is started again on fresh ports,
+    up to ``kernel_starts`` times in all (the port race of the module docstring)."""
     import papermill  # here, not at the top: it takes seconds to import, and `run --help` needs none of it
 
     check_positive("time_scale", time_scale)
+    check_int("kernel_starts", kernel_starts)
     out = out_dir / path.relative_to(ROOT)
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ[ENV_TIME_SCALE] = str(time_scale)
     name = str(path.relative_to(ROOT))
     started = time.monotonic()
-    try:
-        papermill.execute_notebook(str(path), str(out), cwd=str(path.parent), kernel_name="python3",
-                                   progress_bar=False, execution_timeout=timeout, log_output=False)
-        return Result(name, time.monotonic() - started, True)
-    except Exception as exc:  # noqa: BLE001 - the table reports it; the exit code fails the run
-        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        return Result(name, time.monotonic() - started, False, f"{type(exc).__name__}: {last}")
+    start = 1
+    while True:
+        out.unlink(missing_ok=True)  # so ran_a_cell reads this attempt's notebook
+        sockets = tempfile.mkdtemp(prefix="course-kernel-")
+        try:
+            papermill.execute_notebook(str(path), str(out), cwd=str(path.parent), kernel_name="python3",
+                                       progress_bar=False, execution_timeout=timeout, log_output=False,
+                                       config=kernel_config(sockets), iopub_timeout=IOPUB_TIMEOUT_S)
+            return Result(name, time.monotonic() - started, True, kernel_starts=start)
+        except Exception as exc:  # noqa: BLE001 - the table reports it; the exit code fails the run
+            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+            error = f"{type(exc).__name__}: {last}"
+        finally:
+            shutil.rmtree(sockets, ignore_errors=True)
+        if start >= kernel_starts or ran_a_cell(out):
+            return Result(name, time.monotonic() - started, False, error, kernel_starts=start)
+        print(f"{name}: the kernel did not start ({error}); starting it again on fresh ports",
+              file=sys.stderr, flush=True)
+        start += 1
 
 
 def table(results: list[Result]) -> str:

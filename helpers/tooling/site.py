@@ -63,9 +63,9 @@ DEFAULT_FROM = (BUILD / "learner-run", BUILD / "run")
 DEFAULT_OUT = BUILD / "site"
 SITE_SOURCES = DOCS / "site"
 #: Documents from docs/ published under "Reference" when they exist, in this order.
-DOC_PAGES = ("glossary.md", "further-reading.md", "claims.md", "teaching.md", "instructor-notes.md")
+DOC_PAGES = ("glossary.md", "further-reading.md", "claims.md", "teaching.md", "instructor-notes.md", "sizing.md")
 #: Documents for teachers only: a class site (``--labs learner``) leaves them out.
-TEACHER_DOCS = ("teaching.md", "instructor-notes.md")
+TEACHER_DOCS = ("teaching.md", "instructor-notes.md", "sizing.md")
 LAB_SOURCES = ("solutions", "learner")
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"

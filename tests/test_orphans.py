@@ -70,6 +70,12 @@ def test_the_check_names_a_process_of_its_run_and_no_other():
             proc.wait()
 
 
+def _parent(script: str, marker: str) -> subprocess.Popen:
+    """A process of the run ``marker`` running ``script``, which prints the pid of the child it starts."""
+    return subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), orphans.CI_RUN: marker})
+
+
 def test_a_leaked_consumer_process_is_named_by_the_check(kafka):
     """A process of a run (its own COURSE_CI_RUN marker) starts a ConsumerProcess and is SIGKILLed:
     its consumer process is orphaned, and the check names that process's pid.
@@ -88,8 +94,7 @@ def test_a_leaked_consumer_process_is_named_by_the_check(kafka):
         print(c.pid, flush=True)
         time.sleep(120)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT), orphans.CI_RUN: marker})
+    parent = _parent(script, marker)
     child = None
     try:
         child = psutil.Process(int(parent.stdout.readline()))
@@ -136,8 +141,7 @@ def test_a_leaked_course_process_is_named_by_the_check():
         print(child.pid, flush=True)
         time.sleep(120)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT), orphans.CI_RUN: marker})
+    parent = _parent(script, marker)
     child = None
     try:
         child = psutil.Process(int(parent.stdout.readline()))

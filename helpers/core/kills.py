@@ -73,8 +73,8 @@ def run_killed(start_worker: Callable[[int], CourseProcess], plan: KillPlan, *, 
                stretch: Callable[[], float] | None = None,
                on_kill: Callable[[int, float], object] | None = None) -> KilledRun:
     """For each lifetime of ``plan``: a worker (``start_worker(n)``, n = 1, 2, ..., started) works
-    and is killed after it. ``spares`` next workers are started ahead while the current one works,
-    so one takes over at once. ``stretch()``, asked before each life starts (never during it),
+    and is killed after it. ``spares`` next workers are started ahead, before the current one
+    begins, so one takes over at once and no start (seconds on a busy machine) delays a kill. ``stretch()``, asked before each life starts (never during it),
     multiplies that lifetime (a machine that has become slower gets longer lives).
     ``on_kill(n, lived)`` runs after each kill (a progress bar, a pace estimate). RuntimeError if a
     worker reported a failure before its kill. Nothing it started is left running."""
@@ -99,8 +99,8 @@ def run_killed(start_worker: Callable[[int], CourseProcess], plan: KillPlan, *, 
             current = waiting.pop(0)
             if stretch is not None:
                 lifetime *= check_positive("stretch()", stretch())
-            began = current.go()
             top_up()
+            began = current.go()
             time.sleep(max(0.0, lifetime - (time.monotonic() - began)))
             killed_at = current.kill()
             if current.failure is not None:

@@ -74,8 +74,9 @@ def run_killed(start_worker: Callable[[int], CourseProcess], plan: KillPlan, *, 
                on_kill: Callable[[int, float], object] | None = None) -> KilledRun:
     """For each lifetime of ``plan``: a worker (``start_worker(n)``, n = 1, 2, ..., started) works
     and is killed after it. ``spares`` next workers are started ahead, before the current one
-    begins, so one takes over at once and no start (seconds on a busy machine) delays a kill. ``stretch()``, asked before each life starts (never during it),
-    multiplies that lifetime (a machine that has become slower gets longer lives).
+    begins, so one takes over at once and no start (seconds on a busy machine) delays a kill.
+    ``stretch()``, asked before each life starts (never during it), multiplies that lifetime
+    (a machine that has become slower gets longer lives).
     ``on_kill(n, lived)`` runs after each kill (a progress bar, a pace estimate). RuntimeError if a
     worker reported a failure before its kill. Nothing it started is left running."""
     if not isinstance(plan, KillPlan):

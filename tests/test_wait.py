@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers.core.wait import pace
+from helpers.core.wait import pace, progress_bar, show_waited
 
 
 def _moments(rate, seconds: float, *, act=lambda: None, **options) -> list[float]:
@@ -91,3 +91,17 @@ def test_a_rate_function_that_turns_bad_fails_at_that_moment():
     next(moments)
     with pytest.raises(ValueError, match="rate"):
         next(moments)
+
+
+def test_show_waited_redraws_once_per_whole_second():
+    """A bar whose count stands still still changes once a second, and not more often."""
+    bar = progress_bar(3, "stages", unit="stage")
+    drawn = []
+    bar.refresh = lambda *a, **k: drawn.append(bar.postfix)
+    try:
+        for elapsed in (0.1, 0.4, 1.2, 1.9, 2.0, 2.6):
+            show_waited(bar, elapsed)
+    finally:
+        del bar.refresh
+        bar.close()
+    assert drawn == ["waited 0 s", "waited 1 s", "waited 2 s", "waited 3 s"]

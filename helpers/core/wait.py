@@ -61,6 +61,15 @@ def progress_bar(total: int, desc: str, *, unit: str = "event") -> Any:
     return tqdm(total=total, desc=desc, unit=unit, leave=False, mininterval=0.2)
 
 
+def show_waited(bar: Any, elapsed: float, doing: str = "waited") -> None:
+    """Write "<doing> N s" beside ``bar`` and redraw it, when the whole second has changed
+    since the last call: a wait whose count stands still (a rebalance, a group join) still
+    changes the screen once a second, so no cell sits silent."""
+    shown = f"{doing} {elapsed:.0f} s"
+    if getattr(bar, "postfix", None) != shown:
+        bar.set_postfix_str(shown, refresh=True)
+
+
 def pace(rate_of: float | Callable[[], float], stop: threading.Event, *,
          catch_up_s: float = 1.0) -> Iterator[float]:
     """Yield the moments (``time.monotonic()``) to act at, ``rate_of`` times a second, until

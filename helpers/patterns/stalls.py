@@ -32,7 +32,7 @@ from kafka import ConsumerRebalanceListener
 
 from ..core import lifecycle
 from ..core.params import check_int, check_positive
-from ..core.wait import progress_bar, wait_until
+from ..core.wait import progress_bar, show_waited, wait_until
 from ..kafka import clients, events
 from .deadletters import POISON, parse_order
 
@@ -348,6 +348,7 @@ class InlineGroup:
                     stage = self._stage(poison, poison_partition)
                     if stage > bar.n:
                         bar.update(stage - bar.n)
+                    show_waited(bar, now)  # a stage can take longer than 10 s (max.poll.interval, the rebalance)
                     self._raise_errors()
                     if done_at is None and stage == len(STAGES):
                         done_at = now

@@ -30,7 +30,7 @@ from kafka import KafkaProducer
 
 from ..core import lifecycle
 from ..core.params import check_int, check_positive
-from ..core.wait import progress_bar, wait_until
+from ..core.wait import progress_bar, show_waited, wait_until
 from ..kafka import clients
 from ..kafka.clients import Kafka
 from ..kafka.events import Event, order_placed, publish
@@ -340,7 +340,7 @@ class OrderWorkflow(lifecycle.Managed):
 
             def update(elapsed: float) -> None:
                 bar.n = sum(1 for s in services if s.ready)
-                bar.set_postfix_str(f"waited {elapsed:.0f} s", refresh=True)
+                show_waited(bar, elapsed)
 
             try:
                 wait_until(lambda: all(s.ready or s.error is not None for s in services), timeout,

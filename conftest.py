@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 import tempfile
 
-_STATE = tempfile.mkdtemp(prefix="course-test-state-")
-os.environ.setdefault("COURSE_STATE_DIR", _STATE)
+# Under pytest-xdist the workers inherit the controller's directory (one broker for the run),
+# and only the process that made the directory stops the broker.
+_OWN = "COURSE_STATE_DIR" not in os.environ
+if _OWN:
+    os.environ["COURSE_STATE_DIR"] = tempfile.mkdtemp(prefix="course-test-state-")
+_STATE = os.environ["COURSE_STATE_DIR"]
 os.environ.setdefault("COURSE_TIME_SCALE", "0.1")
 os.environ.setdefault("COURSE_PROGRESS_FILE", os.path.join(_STATE, "progress.json"))
 os.environ.setdefault("COURSE_KAFKA_FILE", os.path.join(_STATE, "kafka"))
@@ -21,7 +25,7 @@ os.environ.setdefault("COURSE_KAFKA_FILE", os.path.join(_STATE, "kafka"))
 
 def pytest_sessionfinish(session, exitstatus):
     """Stop the broker this session started (only ours: our own state directory)."""
-    if os.environ.get("COURSE_STATE_DIR") == _STATE:
+    if _OWN and os.environ.get("COURSE_STATE_DIR") == _STATE:
         from helpers.kafka import embedded
 
         embedded.stop_embedded()

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import innerloop
+import lanes
 import pytest
 
 from helpers.tooling.orphans import TEST_SESSION
@@ -83,6 +84,9 @@ class _NotebookTimer:
 
 def pytest_configure(config):
     innerloop.guard_the_broker()
+    if not _is_worker(config):  # a learners' pass's log and exit status are this session's, never an earlier one's
+        for left in _pass_files(_learner_run_dir()):
+            left.unlink(missing_ok=True)
     if not config.pluginmanager.has_plugin("course-notebook-timer"):
         config.pluginmanager.register(_NotebookTimer(), "course-notebook-timer")
 
@@ -104,6 +108,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     running = _PASS.pop("pass", None)
     if running is not None:
         running.stop()
+        _PASS_SHOWN["pass"] = running.log
     if session.items and innerloop.ran_only_fast_tests():
         left = innerloop.left_running()
         if left:
@@ -115,20 +120,50 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marks must be on the items by then
 def pytest_collection_modifyitems(session, config, items):
     """Mark ``slow`` what ``innerloop.slow_reason`` names; then order the session so the learners'
-    pass (started in the background when collection ends) overlaps the most: first
-    everything else, nbval's notebooks included, then the tests marked ``after_notebooks``,
-    last the tests that read the pass and the browser tests (which also read it, and need
-    the CPU more than the waiting pass does)."""
+    pass (started in the background when collection ends) overlaps the most: first nbval's
+    notebooks (under xdist the longest unit, so it goes out first: tests/lanes.py), then
+    everything else, then the tests marked ``after_notebooks``, last the tests that read the
+    pass and the browser tests (which also read it, and need the CPU more than the waiting
+    pass does)."""
     for item in items:
         if item.get_closest_marker("slow") is None and innerloop.slow_reason(item) is not None:
             item.add_marker(pytest.mark.slow)
 
     def group(item: pytest.Item) -> int:
-        if _uses_learner_run(item) or item.get_closest_marker("browser") is not None:
+        if _reads_the_pass(item):
+            return 3
+        if item.get_closest_marker("after_notebooks") is not None:
             return 2
-        return 1 if item.get_closest_marker("after_notebooks") is not None else 0
+        return 0 if item.path.suffix == ".ipynb" else 1
 
     items.sort(key=group)  # stable: each group keeps its order
+
+
+# ------------------------------------------------------------------ two lanes (pytest-xdist: tests/lanes.py)
+
+def _reads_the_pass(item: pytest.Item) -> bool:
+    return _uses_learner_run(item) or item.get_closest_marker("browser") is not None
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """The controller hands out the course's units (``--dist loadscope``, the addopts')."""
+    return lanes.make_scheduler(config, log) if config.getvalue("dist") == "loadscope" else None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """The controller: start the learners' pass once, when the first worker has collected a
+    test that reads it (before any test is handed out)."""
+    if "pass" in _PASS or not lanes.reads_the_pass(lanes.read_units(node)):
+        return
+    if _learner_run_skipped() or _learner_run_reused(_learner_run_dir()) is not None:
+        return
+    _start_learner_pass(node.config)
 
 
 @pytest.fixture(scope="session")
@@ -138,6 +173,12 @@ def notebook_seconds() -> dict[str, float]:
 
 
 def pytest_terminal_summary(terminalreporter):
+    if _is_worker(terminalreporter.config):
+        return
+    if terminalreporter.config.pluginmanager.has_plugin("dsession") and "pass" in _PASS_SHOWN:
+        terminalreporter.section("the learners' pass (time scale 1.0), run by the controller")
+        for line in _pass_lines(_PASS_SHOWN["pass"]):
+            terminalreporter.write_line(line)
     if _NOTEBOOK_SECONDS:
         terminalreporter.section(f"notebooks at the CI scale (nbval, COURSE_TIME_SCALE="
                                  f"{os.environ.get('COURSE_TIME_SCALE')})")
@@ -225,8 +266,9 @@ class _LearnerPass:
     started when collection ends so that it runs while the other tests do."""
 
     def __init__(self, out: Path, notebooks: list[Path]):
-        self.out, self.log = out, out.parent / f"{out.name}.log"
+        self.out, self.log, self.ended = out, *_pass_files(out)
         shutil.rmtree(out, ignore_errors=True)
+        self.ended.unlink(missing_ok=True)
         out.mkdir(parents=True)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         with open(self.log, "wb") as log:
@@ -234,30 +276,15 @@ class _LearnerPass:
                 [sys.executable, "-m", "helpers.tooling.learnerpass", "--workers", str(LEARNER_WORKERS), str(out),
                  *[str(p) for p in notebooks]],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.shown = 0
+        # The exit status goes to a file when the pass ends, so a worker can wait for it too.
+        threading.Thread(target=self._reap, name="learner-pass-reaper", daemon=True).start()
 
-    def new_lines(self) -> list[str]:
-        """What the pass printed since the last call."""
-        lines = self.log.read_text(errors="replace").splitlines()
-        fresh, self.shown = lines[self.shown:], len(lines)
-        return fresh
+    def _reap(self) -> None:
+        self.ended.write_text(str(self.proc.wait()))
 
     def wait(self, config: pytest.Config) -> dict[str, Any]:
         """Wait for the pass to end, showing its lines as they come; its summary."""
-        while True:
-            done = self.proc.poll() is not None
-            for line in self.new_lines():
-                if line.startswith("learner run:"):  # the kernels' own warnings stay in the log
-                    _say(config, line)
-            if done:
-                break
-            time.sleep(1.0)
-        summary_file = self.out / "summary.json"
-        if not summary_file.is_file():
-            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-            pytest.fail(f"the learners' pass exited with {self.proc.returncode} and no summary.json:\n{tail}",
-                        pytrace=False)
-        return json.loads(summary_file.read_text())
+        return _await_pass(config, self.out)
 
     def stop(self) -> None:
         """End the pass (and every kernel it started) if it still runs."""
@@ -269,6 +296,42 @@ class _LearnerPass:
 
 
 _PASS: dict[str, _LearnerPass] = {}
+_PASS_SHOWN: dict[str, Path] = {}  # the log of the pass that ran (the controller shows its lines at the end)
+
+
+def _pass_files(out: Path) -> tuple[Path, Path]:
+    """The pass's log and the file that holds its exit status once it has ended."""
+    return out.parent / f"{out.name}.log", out.parent / f"{out.name}.exit"
+
+
+def _pass_lines(log: Path) -> list[str]:
+    """The pass's own lines in its log (the kernels' warnings stay in the log)."""
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    return [line for line in lines if line.startswith("learner run:")]
+
+
+def _await_pass(config: pytest.Config, out: Path) -> dict[str, Any]:
+    """Wait for the pass writing into ``out`` to end (this process's or, under xdist, the
+    controller's), showing its lines as they come; its summary."""
+    log, ended = _pass_files(out)
+    if not log.is_file():  # removed when the session began (pytest_configure), written when the pass starts
+        pytest.fail("this session started no learners' pass: under xdist its controller starts it, which "
+                    "needs --dist loadscope (pyproject.toml's addopts; tests/lanes.py)", pytrace=False)
+    shown = 0
+    while True:
+        done = ended.is_file()
+        for line in (lines := _pass_lines(log))[shown:]:
+            _say(config, line)
+        shown = len(lines)
+        if done:
+            break
+        time.sleep(1.0)
+    summary_file = out / "summary.json"
+    if not summary_file.is_file():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        pytest.fail(f"the learners' pass exited with {ended.read_text()} and no summary.json:\n{tail}",
+                    pytrace=False)
+    return json.loads(summary_file.read_text())
 
 
 def _start_learner_pass(config: pytest.Config) -> _LearnerPass:
@@ -297,8 +360,13 @@ def _learner_run_reused(out: Path) -> dict[str, Any] | None:
     return summary if names <= set(summary.get("notebooks", {})) else None
 
 
+@pytest.hookimpl(tryfirst=True)  # a worker writes its units before xdist tells the controller it has collected
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the learners' pass in the background if a collected test reads it."""
+    """Start the learners' pass in the background if a collected test reads it (under xdist
+    the controller starts it: :func:`pytest_xdist_node_collection_finished`)."""
+    if _is_worker(session.config):
+        lanes.write_units(session.config, session.items, _reads_the_pass)
+        return
     if session.config.option.collectonly or not any(_uses_learner_run(i) for i in session.items):
         return
     if _learner_run_skipped() or _learner_run_reused(_learner_run_dir()) is not None:
@@ -322,6 +390,8 @@ def learner_run(request) -> Iterator[LearnerRun]:
         _say(request.config, f"learner run: reusing {out} (COURSE_LEARNER_RUN_REUSE)")
         yield LearnerRun(out, reused)
         return
-    running = _PASS.get("pass") or _start_learner_pass(request.config)
-    summary = running.wait(request.config)
+    if _is_worker(request.config):  # the controller runs the pass: wait for the files it leaves
+        summary = _await_pass(request.config, out)
+    else:
+        summary = (_PASS.get("pass") or _start_learner_pass(request.config)).wait(request.config)
     yield LearnerRun(out, summary)

@@ -21,7 +21,7 @@ from helpers.tooling.paths import ROOT
 
 BINDER = ROOT / "binder"
 # Tools that test or build the course; a learner's session needs none of them.
-TOOLS = {"pytest", "pytest-timeout", "nbval", "playwright", "confluent-kafka", "python-confluent-kafka",
+TOOLS = {"pytest", "pytest-timeout", "pytest-xdist", "nbval", "playwright", "confluent-kafka", "python-confluent-kafka",
          "pyyaml", "ruff", "mypy", "sphinx", "myst-nb", "jupyter-book", "mystmd", "jupyter-repo2docker",
          "axe-playwright-python", "actionlint"}
 

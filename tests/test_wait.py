@@ -72,8 +72,9 @@ def test_a_stop_ends_the_wait_at_once():
 def test_the_rate_may_change_while_it_runs():
     rate = [10.0]
     moments = _moments(lambda: rate[0], 1.0, act=lambda: rate.__setitem__(0, 40.0))
-    # the first gap at 10/s (100 ms), the others at 40/s (25 ms): 1 + 1 + 36 moments in 1 s
-    assert 34 <= len(moments) <= 41, f"{len(moments)} moments: the new rate was not read"
+    # the first gap at 10/s (100 ms), the others at 40/s (25 ms): 1 + 1 + 36 moments in 1 s; at
+    # the old rate 11. A stall of the machine near the end loses a few (the count stops at 1 s).
+    assert 25 <= len(moments) <= 41, f"{len(moments)} moments: the new rate was not read"
 
 
 @pytest.mark.parametrize(("rate", "options", "name"), [

@@ -1,0 +1,85 @@
+"""Two lanes (pytest-xdist): what one worker runs whole, and in which order.
+
+pyproject.toml's addopts run a session on two workers (``-n 2 --dist loadscope
+--no-loadscope-reorder``): the suite mostly waits (on services, brokers, kernels), so two
+lanes finish it in about half the time, even on two cores. The controller (the process that
+hands out the work) gives a worker one **unit** at a time, whole and in order:
+
+- every notebook (nbval) and the tests marked ``after_notebooks``: one unit, ``notebooks``
+  (those tests add up the notebooks' times, which only the worker that ran them has);
+- the tests of one file that read the learners' pass: a unit ``learner-run:<file>``;
+- any other test: the unit of its file.
+
+Units go out in the session's order, which tests/conftest.py sorts: the notebooks first (the
+longest unit), the readers of the learners' pass last (the pass, run by the controller, has
+ended by then). The workers write each test's unit into :func:`units_file` when they have
+collected, before the controller schedules; the controller's :class:`CourseUnits` reads it.
+(xdist's own ``loadgroup`` carries the group in the node id, which pytest 9.2 no longer lets it
+change: pytest-xdist issue #1386, so its groups are silently ignored.)
+
+Not a test module: imported as ``lanes`` (tests/ is on sys.path).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+NOTEBOOKS_UNIT = "notebooks"
+#: The units of tests that read the learners' pass start with this.
+PASS_UNIT = "learner-run:"
+
+
+def unit_of(item: pytest.Item, reads_pass: Callable[[pytest.Item], bool]) -> str:
+    """The unit ``item`` belongs to (see the module's text)."""
+    if item.path.suffix == ".ipynb" or item.get_closest_marker("after_notebooks") is not None:
+        return NOTEBOOKS_UNIT
+    module = item.nodeid.partition("::")[0]
+    return PASS_UNIT + module if reads_pass(item) else module
+
+
+def units_file(testrunuid: str) -> Path:
+    """Where the workers of run ``testrunuid`` leave each test's unit (the session's state dir)."""
+    return Path(os.environ["COURSE_STATE_DIR"]) / f"lanes-{testrunuid}.json"
+
+
+def write_units(config: pytest.Config, items: Iterable[pytest.Item],
+                reads_pass: Callable[[pytest.Item], bool]) -> None:
+    """A worker, when it has collected: write ``{node id: unit}`` for the controller (every
+    worker collects the same tests, so they write the same file; each replaces it whole)."""
+    target = units_file(config.workerinput["testrunuid"])  # type: ignore[attr-defined]
+    partial = target.with_name(f"{target.name}.{config.workerinput['workerid']}")  # type: ignore[attr-defined]
+    partial.write_text(json.dumps({item.nodeid: unit_of(item, reads_pass) for item in items}))
+    os.replace(partial, target)
+
+
+def read_units(node: Any) -> dict[str, str]:
+    """The controller: the units ``node`` (a worker) wrote when it collected."""
+    return json.loads(units_file(node.workerinput["testrunuid"]).read_text())
+
+
+def reads_the_pass(units: dict[str, str]) -> bool:
+    """Whether a collected test reads the learners' pass."""
+    return any(unit.startswith(PASS_UNIT) for unit in units.values())
+
+
+def make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """The controller's scheduler: xdist's ``loadscope`` with the course's units as scopes."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class CourseUnits(LoadScopeScheduling):  # type: ignore[misc]
+        units: dict[str, str] | None = None
+
+        def add_node_collection(self, node: Any, collection: Any) -> None:
+            if self.units is None:
+                self.units = read_units(node)
+            super().add_node_collection(node, collection)
+
+        def _split_scope(self, nodeid: str) -> str:
+            return (self.units or {}).get(nodeid) or nodeid.partition("::")[0]
+
+    return CourseUnits(config, log)

@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from helpers.tooling.learnerpass import longest_silence
+from helpers.tooling.runner import cell_text
 
 # The first test to use ``learner_run`` waits for the whole pass (minutes): pytest-timeout
 # counts fixture setup, so these tests get an hour instead of the suite's default.
@@ -50,17 +51,6 @@ def _code_cells(nb: Any) -> list[tuple[int, Any]]:
     return [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
 
 
-def _text(cell: Any) -> str:
-    """Everything a cell printed or displayed as text."""
-    parts = []
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream":
-            parts.append(out.get("text", ""))
-        elif "data" in out:
-            parts.append(out["data"].get("text/plain", ""))
-    return "".join(parts)
-
-
 def test_every_claim_check_prints_a_verdict_line(learner_run, claim_notebook):
     """After each cell tagged ``claim-Cn``, the check (that cell or the next code cell)
     printed a verdict line ``Cn holds: ...`` carrying a number (helpers.core.verdicts.check)."""
@@ -69,7 +59,7 @@ def test_every_claim_check_prints_a_verdict_line(learner_run, claim_notebook):
     missing = []
     for k, (index, cell) in enumerate(cells):
         for claim in TAG.findall(" ".join(cell.metadata.get("tags", []))):
-            shown = _text(cell) + "\n" + (_text(cells[k + 1][1]) if k + 1 < len(cells) else "")
+            shown = cell_text(cell) + "\n" + (cell_text(cells[k + 1][1]) if k + 1 < len(cells) else "")
             if not re.search(rf"^{claim} holds: .*\d", shown, re.MULTILINE):
                 missing.append(f"cell {index} (claim-{claim}): no line '{claim} holds: <numbers>' in its "
                                f"output or the next code cell's")

@@ -50,7 +50,7 @@ from ..core.lifecycle import CourseThread
 from ..core.params import ENV_TIME_SCALE, check_int, check_positive
 from . import UsageError
 from .paths import BUILD, ROOT
-from .runner import KERNEL_STARTS, KERNEL_TRANSPORT, notebook_paths, time_scale_arg
+from .runner import KERNEL_STARTS, KERNEL_TRANSPORT, cell_text, notebook_paths, time_scale_arg
 
 #: What a class runs in lockstep by default: lessons 4-7 and lab 3, in course order.
 LOCKSTEP = ("lessons/04_asynchronous_events.ipynb", "lessons/05_temporal_coupling.ipynb",
@@ -81,16 +81,6 @@ CHECK_CALL = re.compile(r"\bverdicts\.check\(|\bcheck_lab\d+_\w+\(")
 
 # --------------------------------------------------------------------------- verdicts
 
-def _text(cell: dict[str, Any]) -> str:
-    parts = []
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream":
-            parts.append(out.get("text", ""))
-        elif "data" in out:
-            parts.append(out["data"].get("text/plain", ""))
-    return "\n".join("".join(p) if isinstance(p, list) else p for p in parts)
-
-
 def _source(cell: dict[str, Any]) -> str:
     source = cell.get("source", "")
     return "".join(source) if isinstance(source, list) else source
@@ -103,7 +93,7 @@ def verdicts(executed: dict[str, Any]) -> tuple[int, int]:
     code = [c for c in executed.get("cells", []) if c.get("cell_type") == "code"]
     called = sum(len(CHECK_CALL.findall(line)) for c in code for line in _source(c).splitlines()
                  if not line.lstrip().startswith("#"))
-    held = sum(len(HELD.findall(_text(c))) for c in code)
+    held = sum(len(HELD.findall(cell_text(c))) for c in code)
     return held, called
 
 

@@ -59,6 +59,18 @@ class Result:
     kernel_starts: int = 1
 
 
+def cell_text(cell: Any) -> str:
+    """Everything an executed cell (a dict or nbformat node) printed or displayed as text, one
+    output after another on lines of their own."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            parts.append(out.get("text", ""))
+        elif "data" in out:
+            parts.append(out["data"].get("text/plain", ""))
+    return "\n".join("".join(p) if isinstance(p, list) else p for p in parts)
+
+
 def ran_a_cell(executed: Path) -> bool:
     """True if papermill started a cell of the notebook it wrote to ``executed`` (it records a
     ``start_time`` per cell); False when the file is missing or no cell started."""

@@ -12,8 +12,8 @@ hands out the work) gives a worker one **unit** at a time, whole and in order:
 
 Units go out in the session's order, which tests/conftest.py sorts: the notebooks first (the
 longest unit), the readers of the learners' pass last (the pass, run by the controller, has
-ended by then). The workers write each test's unit into :func:`units_file` when they have
-collected, before the controller schedules; the controller's :class:`CourseUnits` reads it.
+ended by then). The workers write each test's unit into their :func:`units_file` when they have
+collected, before the controller schedules; the controller's scheduler (:func:`make_scheduler`) reads them.
 (xdist's own ``loadgroup`` carries the group in the node id, which pytest 9.2 no longer lets it
 change: pytest-xdist issue #1386, so its groups are silently ignored.)
 
@@ -42,24 +42,22 @@ def unit_of(item: pytest.Item, reads_pass: Callable[[pytest.Item], bool]) -> str
     return PASS_UNIT + module if reads_pass(item) else module
 
 
-def units_file(testrunuid: str) -> Path:
-    """Where the workers of run ``testrunuid`` leave each test's unit (the session's state dir)."""
-    return Path(os.environ["COURSE_STATE_DIR"]) / f"lanes-{testrunuid}.json"
+def units_file(workerinput: dict[str, Any]) -> Path:
+    """Where a worker of the run leaves each test's unit (the session's state dir), one file per
+    worker, so no worker writes over a file another process reads."""
+    return Path(os.environ["COURSE_STATE_DIR"]) / f"lanes-{workerinput['testrunuid']}-{workerinput['workerid']}.json"
 
 
 def write_units(config: pytest.Config, items: Iterable[pytest.Item],
                 reads_pass: Callable[[pytest.Item], bool]) -> None:
-    """A worker, when it has collected: write ``{node id: unit}`` for the controller (every
-    worker collects the same tests, so they write the same file; each replaces it whole)."""
-    target = units_file(config.workerinput["testrunuid"])  # type: ignore[attr-defined]
-    partial = target.with_name(f"{target.name}.{config.workerinput['workerid']}")  # type: ignore[attr-defined]
-    partial.write_text(json.dumps({item.nodeid: unit_of(item, reads_pass) for item in items}))
-    os.replace(partial, target)
+    """A worker, when it has collected: write ``{node id: unit}`` for the controller."""
+    units = {item.nodeid: unit_of(item, reads_pass) for item in items}
+    units_file(config.workerinput).write_text(json.dumps(units))  # type: ignore[attr-defined]
 
 
 def read_units(node: Any) -> dict[str, str]:
     """The controller: the units ``node`` (a worker) wrote when it collected."""
-    return json.loads(units_file(node.workerinput["testrunuid"]).read_text())
+    return json.loads(units_file(node.workerinput).read_text())
 
 
 def reads_the_pass(units: dict[str, str]) -> bool:

@@ -130,7 +130,7 @@ def pytest_collection_modifyitems(session, config, items):
             item.add_marker(pytest.mark.slow)
 
     def group(item: pytest.Item) -> int:
-        if _reads_the_pass(item):
+        if _goes_last(item):
             return 3
         if item.get_closest_marker("after_notebooks") is not None:
             return 2
@@ -141,7 +141,8 @@ def pytest_collection_modifyitems(session, config, items):
 
 # ------------------------------------------------------------------ two lanes (pytest-xdist: tests/lanes.py)
 
-def _reads_the_pass(item: pytest.Item) -> bool:
+def _goes_last(item: pytest.Item) -> bool:
+    """Reads the learners' pass, or opens a browser (which needs the CPU more than the waiting pass)."""
     return _uses_learner_run(item) or item.get_closest_marker("browser") is not None
 
 
@@ -365,7 +366,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the learners' pass in the background if a collected test reads it (under xdist
     the controller starts it: :func:`pytest_xdist_node_collection_finished`)."""
     if _is_worker(session.config):
-        lanes.write_units(session.config, session.items, _reads_the_pass)
+        lanes.write_units(session.config, session.items, _uses_learner_run)
         return
     if session.config.option.collectonly or not any(_uses_learner_run(i) for i in session.items):
         return

@@ -61,11 +61,11 @@ def progress_bar(total: int, desc: str, *, unit: str = "event") -> Any:
     return tqdm(total=total, desc=desc, unit=unit, leave=False, mininterval=0.2)
 
 
-def show_waited(bar: Any, elapsed: float, doing: str = "waited") -> None:
-    """Write "<doing> N s" beside ``bar`` and redraw it, when the whole second has changed
+def show_waited(bar: Any, elapsed: float) -> None:
+    """Write "waited N s" beside ``bar`` and redraw it, when the whole second has changed
     since the last call: a wait whose count stands still (a rebalance, a group join) still
     changes the screen once a second, so no cell sits silent."""
-    shown = f"{doing} {elapsed:.0f} s"
+    shown = f"waited {elapsed:.0f} s"
     if getattr(bar, "postfix", None) != shown:
         bar.set_postfix_str(shown, refresh=True)
 

@@ -120,21 +120,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marks must be on the items by then
 def pytest_collection_modifyitems(session, config, items):
     """Mark ``slow`` what ``innerloop.slow_reason`` names; then order the session so the learners'
-    pass (started in the background when collection ends) overlaps the most: first nbval's
-    notebooks (under xdist the longest unit, so it goes out first: tests/lanes.py), then
-    everything else, then the tests marked ``after_notebooks``, last the tests that read the
-    pass and the browser tests (which also read it, and need the CPU more than the waiting
-    pass does)."""
+    pass (started in the background when collection ends) overlaps the most: first the tests
+    that neither read the pass nor open a browser, then those that do (a browser needs the CPU
+    more than the waiting pass does), then nbval's notebooks, last the tests marked
+    ``after_notebooks``. The notebooks come when the pass has ended, and under xdist they run
+    with no other test beside them (tests/lanes.py): their budgets and several claims at the
+    CI scale are measured on a quiet machine."""
     for item in items:
         if item.get_closest_marker("slow") is None and innerloop.slow_reason(item) is not None:
             item.add_marker(pytest.mark.slow)
 
     def group(item: pytest.Item) -> int:
-        if _goes_last(item):
-            return 3
         if item.get_closest_marker("after_notebooks") is not None:
+            return 3
+        if item.path.suffix == ".ipynb":
             return 2
-        return 0 if item.path.suffix == ".ipynb" else 1
+        return 1 if _goes_last(item) else 0
 
     items.sort(key=group)  # stable: each group keeps its order
 

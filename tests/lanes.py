@@ -6,14 +6,19 @@ lanes finish it in about half the time, even on two cores. The controller (the p
 hands out the work) gives a worker one **unit** at a time, whole and in order:
 
 - every notebook (nbval) and the tests marked ``after_notebooks``: one unit, ``notebooks``
-  (those tests add up the notebooks' times, which only the worker that ran them has);
+  (those tests add up the notebooks' times, which only the worker that ran them has), run alone;
 - the tests of one file that read the learners' pass: a unit ``learner-run:<file>``;
 - any other test: the unit of its file.
 
-Units go out in the session's order, which tests/conftest.py sorts: the notebooks first (the
-longest unit), the readers of the learners' pass last (the pass, run by the controller, has
-ended by then). The workers write each test's unit into their :func:`units_file` when they have
-collected, before the controller schedules; the controller's scheduler (:func:`make_scheduler`) reads them.
+Units go out in the session's order, which tests/conftest.py sorts: the other files first,
+then the readers of the learners' pass (the pass, run by the controller, has ended by then),
+the notebooks last, and **alone**: their unit goes to the last lane with work once every other
+lane has finished, and the other lanes are shut down. A notebook at the CI scale measures
+claims (a contended lock against an uncontended one, lesson 3's C4) and its time budget, which
+a test running beside it on two cores can spoil (it did, in one of six runs with the notebooks
+beside the learners' pass and the other lane). The workers write each test's unit into their
+:func:`units_file` when they have collected, before the controller schedules; the controller's
+scheduler (:func:`make_scheduler`) reads them.
 (xdist's own ``loadgroup`` carries the group in the node id, which pytest 9.2 no longer lets it
 change: pytest-xdist issue #1386, so its groups are silently ignored.)
 
@@ -79,5 +84,24 @@ def make_scheduler(config: pytest.Config, log: Any) -> Any:
 
         def _split_scope(self, nodeid: str) -> str:
             return (self.units or {}).get(nodeid) or nodeid.partition("::")[0]
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # The notebooks run alone: their unit goes to the last lane with work, once every
+            # other lane has finished (a lane runs its last test only when it gets more work or
+            # is shut down, so a lane left with one test or none is shut down instead).
+            if self.workqueue and next(iter(self.workqueue)) == NOTEBOOKS_UNIT:
+                busy = [n for n in self.assigned_work if n is not node and self._pending_of(self.assigned_work[n])]
+                if busy or self._pending_of(self.assigned_work[node]) > 1:
+                    if not self._pending_of(self.assigned_work[node]) > 1 and \
+                            any(not n.shutting_down for n in busy):
+                        node.shutdown()
+                    return
+            super()._assign_work_unit(node)
+
+        def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
+            super().mark_test_complete(node, item_index, duration)
+            for other in self.assigned_work:  # a lane that waits for the notebooks' turn may take them now
+                if other is not node:
+                    self._reschedule(other)
 
     return CourseUnits(config, log)
